@@ -1,0 +1,58 @@
+"""Typed errors. Each message is one line a person can act on; the CLI prints it and exits 2,
+the app shows it in the page."""
+
+
+class DetectorError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class VideoError(DetectorError):
+    """The input is not a video we can analyse."""
+
+
+class EmptyFileError(VideoError):
+    pass
+
+
+class NotAVideoError(VideoError):
+    pass
+
+
+class NoVideoStreamError(VideoError):
+    pass
+
+
+class CorruptVideoError(VideoError):
+    """Container opens but frames cannot be decoded (truncated or damaged)."""
+
+
+class TooFewFramesError(VideoError):
+    pass
+
+
+class NoVideosFoundError(DetectorError):
+    pass
+
+
+class ModelError(DetectorError):
+    pass
+
+
+class ChecksumMismatchError(ModelError):
+    pass
+
+
+class ModelNotFoundError(ModelError):
+    pass
+
+
+class ImageNetWeightsUnavailableError(ModelError):
+    pass
+
+
+class H5ImportError(ModelError):
+    pass
+
+
+class LabelsError(DetectorError):
+    """A labels CSV or DFDC folder that cannot be read."""
