@@ -1,0 +1,218 @@
+"""`python -m core ...`: batch scans, evaluation, model import (and, from the training issue,
+extraction and training). Errors print one line and exit 2; heavy imports happen per command."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from .errors import DetectorError, NoVideosFoundError
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
+    from .settings import AnalysisSettings
+    from .verdict import RULES
+
+    defaults = AnalysisSettings()
+    parser.add_argument("--models", default="all", help="'all' or comma-separated model names")
+    parser.add_argument("--models-dir", type=Path, default=None, help="folder of .keras models and cards")
+    parser.add_argument("--frames", type=int, default=defaults.frames, help="frames sampled per video")
+    parser.add_argument("--rule", choices=RULES, default=defaults.rule, help="aggregation rule")
+    parser.add_argument("--band", type=float, default=defaults.band,
+                        help="half-width of the UNCERTAIN band around 0.5")
+    parser.add_argument("--min-confidence", type=float, default=defaults.min_confidence,
+                        help="MTCNN face confidence threshold")
+    parser.add_argument("--margin", type=float, default=defaults.margin, help="face crop margin")
+    parser.add_argument("--detect-long-side", type=int, default=defaults.detect_long_side,
+                        help="long side of the frame copy MTCNN runs on")
+
+
+def _settings(args):
+    from .settings import AnalysisSettings
+
+    return AnalysisSettings(frames=args.frames, rule=args.rule, band=args.band,
+                            min_confidence=args.min_confidence, margin=args.margin,
+                            detect_long_side=args.detect_long_side)
+
+
+def _load(args):
+    from .pipeline import make_detector
+    from .zoo import DEFAULT_MODELS_DIR, load_models
+
+    settings = _settings(args)
+    classifiers = load_models(args.models, args.models_dir or DEFAULT_MODELS_DIR)
+    return settings, make_detector(settings), classifiers
+
+
+def find_videos(paths: list[Path]) -> list[Path]:
+    videos: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            if not found:
+                raise NoVideosFoundError(f"no videos in folder {path}")
+            videos.extend(found)
+        elif path.exists():
+            videos.append(path)
+        else:
+            raise NoVideosFoundError(f"{path} does not exist")
+    return videos
+
+
+def cmd_analyze(args) -> int:
+    from tqdm import tqdm
+
+    from .pipeline import analyze_video
+
+    videos = find_videos(args.paths)
+    settings, detector, classifiers = _load(args)
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = []
+    failures = 0
+    for video in tqdm(videos, desc="videos", unit="video", disable=len(videos) < 2):
+        stem = video.stem if len(videos) == 1 else _unique_stem(video, videos)
+        try:
+            result = analyze_video(
+                video, detector, classifiers, settings, keep_images=False,
+                annotated_path=(out_dir / f"{stem}.annotated.mp4") if args.annotate else None)
+        except DetectorError as error:
+            failures += 1
+            print(f"error: {video}: {error}", file=sys.stderr)
+            summary.append({"path": str(video), "verdict": "ERROR", "probability": "",
+                            "persons": "", "faces": "", "seconds": "", "error": str(error)})
+            continue
+        result.save(out_dir, stem)
+        v = result.verdict
+        probability = "" if v.probability is None else f"{v.probability:.4f}"
+        print(f"{video}: {v.label} {probability} ({len(result.persons)} persons, "
+              f"{len(result.faces)} faces, {result.timings['total']:.1f} s)")
+        summary.append({"path": str(video), "verdict": v.label, "probability": probability,
+                        "persons": len(result.persons), "faces": len(result.faces),
+                        "seconds": f"{result.timings['total']:.2f}", "error": "",
+                        **{f"p_{name}": ("" if mv.probability is None else f"{mv.probability:.4f}")
+                           for name, mv in result.verdicts.items()}})
+    _write_summary(out_dir / "summary.csv", summary)
+    print(f"wrote {out_dir}/ (a JSON and a CSV per video, summary.csv)")
+    return 2 if failures else 0
+
+
+def _unique_stem(video: Path, videos: list[Path]) -> str:
+    # Folders of DFDC or FF++ clips reuse names across sub-folders; keep outputs apart.
+    if sum(v.stem == video.stem for v in videos) == 1:
+        return video.stem
+    return "_".join(video.with_suffix("").parts[-2:])
+
+
+def _write_summary(path: Path, rows: list[dict]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def cmd_evaluate(args) -> int:
+    from tqdm import tqdm
+
+    from .evaluate import evaluate, format_report, load_labels, schema_only
+    from .pipeline import analyze_video
+
+    videos = load_labels(args.labels, split=args.split)
+    settings, detector, classifiers = _load(args)
+    bar = tqdm(total=len(videos), desc="evaluate", unit="video")
+    report = evaluate(
+        videos,
+        lambda path: analyze_video(path, detector, classifiers, settings, keep_images=False),
+        [c.name for c in classifiers],
+        on_video=lambda done, total, video: bar.update(1))
+    bar.close()
+    print(format_report(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(schema_only(report), indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_models_list(args) -> int:
+    from .zoo import DEFAULT_MODELS_DIR, available_models
+
+    cards = available_models(args.models_dir or DEFAULT_MODELS_DIR)
+    if not cards:
+        print("no models")
+    for name, card in cards.items():
+        auc = card.metrics.get("val_video_auc")
+        print(f"{name:<28} {card.backbone:<18} depth={card.depth:<18} input={card.input_size:<4} "
+              f"threshold={card.threshold:.3f} val_auc={'n/a' if auc is None else f'{auc:.3f}'}")
+    return 0
+
+
+def cmd_models_import_h5(args) -> int:
+    from .h5_import import import_h5
+    from .zoo import DEFAULT_MODELS_DIR
+
+    card = import_h5(args.file, args.backbone, args.name, args.models_dir or DEFAULT_MODELS_DIR,
+                     preprocessing=args.preprocessing)
+    print(f"imported {args.file} as {card.name} ({card.backbone}, sha256 {card.sha256[:12]}...)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Deepfake video detector")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    analyze = commands.add_parser("analyze", help="score videos: a JSON and a CSV per video")
+    analyze.add_argument("paths", nargs="+", type=Path, help="video files or folders")
+    _add_analysis_options(analyze)
+    analyze.add_argument("--out", type=Path, default=Path("out"), help="output folder")
+    analyze.add_argument("--annotate", action="store_true",
+                         help="also write the annotated clip (H.264 MP4) per video")
+    analyze.set_defaults(run=cmd_analyze)
+
+    evaluate = commands.add_parser("evaluate", help="video-level AUC, log loss, accuracy on a labelled set")
+    evaluate.add_argument("labels", type=Path, help="CSV with path,label columns or a DFDC folder")
+    evaluate.add_argument("--split", default=None, help="only rows whose split column matches")
+    _add_analysis_options(evaluate)
+    evaluate.add_argument("--out", type=Path, default=None, help="write the results JSON here")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    models = commands.add_parser("models", help="list or import models")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    listing = model_commands.add_parser("list", help="the models and their cards")
+    listing.add_argument("--models-dir", type=Path, default=None)
+    listing.set_defaults(run=cmd_models_list)
+    importer = model_commands.add_parser("import-h5", help="import an origin-project Keras 2 .h5")
+    importer.add_argument("file", type=Path)
+    importer.add_argument("--backbone", required=True)
+    importer.add_argument("--name", required=True)
+    importer.add_argument("--preprocessing", default="raw",
+                          help="what the source model expected in front of its backbone (default raw [0,255])")
+    importer.add_argument("--models-dir", type=Path, default=None)
+    importer.set_defaults(run=cmd_models_import_h5)
+
+    for register in _EXTRA_COMMANDS:
+        register(commands)
+    return parser
+
+
+# Later issues (extraction, training) add their sub-commands here without touching the above.
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (DetectorError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+from . import cli_training  # noqa: E402,F401

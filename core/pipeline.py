@@ -1,0 +1,274 @@
+"""Video -> sampled frames -> faces -> persons -> scores per model -> verdict.
+
+Decoding runs in a thread ahead of detection (PyAV and TensorFlow both release the GIL), with a
+small bounded queue so memory stays flat however long the clip is.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import verdict as verdicts
+from .annotate import FaceBox, draw_faces, write_annotated_video
+from .faces import FaceDetector, square_crop
+from .model_store import Classifier
+from .results import ENSEMBLE, NO_FACE, AnalysisResult, FaceResult, ModelVerdict, PersonResult
+from .settings import AnalysisSettings
+from .tracking import link_tracks
+from .video import Frame, probe, sample_frames
+
+ProgressCallback = Callable[[str, float], None]
+
+STILL_LONG_SIDE = 960   # gallery stills: enough to read a face box, small enough to keep 32 in memory
+GALLERY_CROP_SIZE = 160
+
+# Share of the progress bar each stage takes; annotation only when asked for.
+_STAGE_SPAN = {"detect": (0.0, 0.55), "classify": (0.55, 0.85), "annotate": (0.85, 1.0)}
+
+
+def make_detector(settings: AnalysisSettings) -> FaceDetector:
+    return FaceDetector(
+        min_confidence=settings.min_confidence,
+        detect_long_side=settings.detect_long_side,
+        min_face_size=settings.min_face_size,
+    )
+
+
+class _Progress:
+    def __init__(self, callback: ProgressCallback | None, annotate: bool):
+        self._callback = callback
+        self._scale = 1.0 if annotate else _STAGE_SPAN["annotate"][0]
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self._callback is None:
+            return
+        start, end = _STAGE_SPAN[stage]
+        overall = (start + (end - start) * min(max(fraction, 0.0), 1.0)) / self._scale
+        self._callback(stage, min(overall, 1.0))
+
+
+def _decode_ahead(path: Path, count: int, info, frames_out: queue.Queue, stop: threading.Event,
+                  busy: list[float]) -> None:
+    started = time.perf_counter()
+    try:
+        for frame in sample_frames(path, count, info=info):
+            while not stop.is_set():
+                try:
+                    frames_out.put(frame, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+        frames_out.put(None)
+    except BaseException as error:  # handed to the consumer, which re-raises it
+        frames_out.put(error)
+    finally:
+        busy.append(time.perf_counter() - started)
+
+
+def _downscale(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
+    scale = min(1.0, long_side / max(image.shape[:2]))
+    if scale == 1.0:
+        return image, 1.0
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def analyze_video(
+    path: str | Path,
+    detector: FaceDetector,
+    classifiers: Sequence[Classifier],
+    settings: AnalysisSettings = AnalysisSettings(),
+    *,
+    annotated_path: str | Path | None = None,
+    keep_images: bool = True,
+    progress: ProgressCallback | None = None,
+) -> AnalysisResult:
+    """Analyse one video with every classifier given; the ensemble is the mean of their
+    calibrated probabilities. Raises a `VideoError` for input that is not a usable video."""
+    if not classifiers:
+        raise ValueError("analyze_video needs at least one classifier")
+    path = Path(path)
+    report = _Progress(progress, annotated_path is not None)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    info = probe(path)
+    timings["probe"] = time.perf_counter() - started
+    report("detect", 0.0)
+
+    # Stage 1: decode (thread) and detect + crop (here) over the sampled frames.
+    crop_sizes = sorted({c.input_size for c in classifiers})
+    frames_q: queue.Queue = queue.Queue(maxsize=4)
+    stop = threading.Event()
+    decode_busy: list[float] = []
+    decoder = threading.Thread(
+        target=_decode_ahead, args=(path, settings.frames, info, frames_q, stop, decode_busy),
+        name="decode-ahead", daemon=True)
+    stage_start = time.perf_counter()
+    decoder.start()
+    sampled: list[tuple[int, float]] = []
+    detections_per_frame = []
+    crops: dict[tuple[int, int, int], np.ndarray] = {}   # (frame_index, detection, size) -> crop
+    stills: dict[int, tuple[np.ndarray, float]] = {}
+    detect_busy = 0.0
+    expected = min(settings.frames, max(info.frame_count, 1))
+    try:
+        while True:
+            item = frames_q.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            frame: Frame = item
+            t0 = time.perf_counter()
+            detections = detector.detect(frame.image)
+            for d, detection in enumerate(detections):
+                for size in crop_sizes:
+                    crops[(frame.index, d, size)] = square_crop(
+                        frame.image, detection.box, margin=settings.margin, size=size)
+            detect_busy += time.perf_counter() - t0
+            sampled.append((frame.index, frame.time))
+            detections_per_frame.append((frame.index, detections))
+            if keep_images:
+                stills[frame.index] = _downscale(frame.image, STILL_LONG_SIDE)
+            report("detect", len(sampled) / expected)
+    finally:
+        stop.set()
+        decoder.join()
+    timings["decode"] = decode_busy[0] if decode_busy else 0.0
+    timings["detect"] = detect_busy
+    timings["sample_and_detect"] = time.perf_counter() - stage_start
+
+    # Stage 2: persons. Each face that survives tracking gets a person id.
+    t0 = time.perf_counter()
+    tracks = link_tracks(detections_per_frame)
+    time_of = dict(sampled)
+    detections_by_frame = dict(detections_per_frame)
+    faces: list[FaceResult] = []
+    face_keys: list[tuple[int, int]] = []
+    for track in tracks:
+        for frame_index in sorted(track.detections):
+            detection = track.detections[frame_index]
+            position = next(i for i, d in enumerate(detections_by_frame[frame_index])
+                            if d is detection)
+            face_keys.append((frame_index, position))
+            faces.append(FaceResult(
+                frame_index=frame_index, time=time_of[frame_index], person_id=track.id,
+                box=tuple(float(v) for v in detection.box), confidence=float(detection.confidence),
+                raw={}, scores={}))
+    timings["track"] = time.perf_counter() - t0
+
+    # Stage 3: every classifier on every face, in batches.
+    names = [c.name for c in classifiers]
+    model_seconds: dict[str, float] = {}
+    for m, classifier in enumerate(classifiers):
+        t0 = time.perf_counter()
+        if faces:
+            batch = np.stack([crops[(fi, d, classifier.input_size)] for fi, d in face_keys])
+            raw = classifier.predict(batch)
+            calibrated = verdicts.calibrate(raw, classifier.card.threshold, classifier.card.temperature)
+            for face, r, p in zip(faces, raw, np.atleast_1d(calibrated)):
+                face.raw[classifier.name] = float(r)
+                face.scores[classifier.name] = float(p)
+        model_seconds[classifier.name] = time.perf_counter() - t0
+        report("classify", (m + 1) / len(classifiers))
+    for face in faces:
+        face.scores[ENSEMBLE] = float(np.mean([face.scores[n] for n in names]))
+    timings["classify"] = sum(model_seconds.values())
+
+    # Stage 4: persons and video verdicts per model and for the ensemble.
+    t0 = time.perf_counter()
+    primary = ENSEMBLE if len(classifiers) > 1 else names[0]
+    verdict_by_model: dict[str, ModelVerdict] = {}
+    persons: list[PersonResult] = []
+    for name in [*names, ENSEMBLE]:
+        seconds = model_seconds.get(name, timings["classify"])
+        if not faces:
+            verdict_by_model[name] = ModelVerdict(name, None, NO_FACE, seconds)
+            continue
+        per_person: dict[int, dict[int, float]] = {}
+        for face in faces:
+            per_person.setdefault(face.person_id, {})[face.frame_index] = face.scores[name]
+        probability = float(verdicts.aggregate_video(per_person, rule=settings.rule))
+        verdict_by_model[name] = ModelVerdict(
+            name, probability, verdicts.label_for(probability, settings.band), seconds)
+    for track in tracks:
+        person_faces = [f for f in faces if f.person_id == track.id]
+        scores = {
+            name: float(verdicts.aggregate_person([f.scores[name] for f in person_faces],
+                                                  rule=settings.rule))
+            for name in [*names, ENSEMBLE]
+        }
+        persons.append(PersonResult(
+            id=track.id, frames=[f.frame_index for f in person_faces], scores=scores,
+            label=verdicts.label_for(scores[primary], settings.band)))
+    timings["verdict"] = time.perf_counter() - t0
+
+    result = AnalysisResult(
+        video=info, settings=settings, models=names, primary=primary, sampled=sampled,
+        faces=faces, persons=persons, verdicts=verdict_by_model, timings=timings)
+
+    if keep_images:
+        _attach_gallery_images(result, stills, crops, face_keys)
+
+    # Stage 5 (optional): the whole clip with interpolated boxes, as H.264.
+    if annotated_path is not None:
+        t0 = time.perf_counter()
+        faces_at = _faces_at_frame(result, tracks)
+        total = max(info.frame_count, 1)
+        written = write_annotated_video(
+            path, annotated_path,
+            lambda index: (report("annotate", index / total), faces_at(index))[1],
+            info=info, max_long_side=settings.annotated_long_side or None)
+        result.annotated_video = str(written["path"])
+        timings["annotate"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    return result
+
+
+def _attach_gallery_images(result: AnalysisResult, stills, crops, face_keys) -> None:
+    by_frame: dict[int, list[FaceResult]] = {}
+    for face in result.faces:
+        by_frame.setdefault(face.frame_index, []).append(face)
+    largest = max(size for (_, _, size) in crops) if crops else None
+    for frame_index, (image, scale) in stills.items():
+        boxes = [
+            FaceBox(box=tuple(v * scale for v in f.box),
+                    label=verdicts.label_for(f.scores[result.primary], result.settings.band),
+                    score=f.scores[result.primary], person_id=f.person_id)
+            for f in by_frame.get(frame_index, [])
+        ]
+        result.stills[frame_index] = draw_faces(image, boxes)
+    for face, (frame_index, position) in zip(result.faces, face_keys):
+        crop = crops[(frame_index, position, largest)]
+        result.crops[(frame_index, face.person_id)] = cv2.resize(
+            crop, (GALLERY_CROP_SIZE, GALLERY_CROP_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def _faces_at_frame(result: AnalysisResult, tracks) -> Callable[[int], list[FaceBox]]:
+    """Boxes for any frame of the clip: each track's box interpolated between its detections,
+    labelled with that person's score at the nearest sampled frame."""
+    score_at: dict[int, list[tuple[int, float]]] = {}
+    for face in result.faces:
+        score_at.setdefault(face.person_id, []).append((face.frame_index, face.scores[result.primary]))
+
+    def faces_at(frame_index: int) -> list[FaceBox]:
+        boxes = []
+        for track in tracks:
+            box = track.box_at(frame_index)
+            if box is None:
+                continue
+            _, score = min(score_at[track.id], key=lambda item: abs(item[0] - frame_index))
+            boxes.append(FaceBox(box=box, label=verdicts.label_for(score, result.settings.band),
+                                 score=score, person_id=track.id))
+        return boxes
+
+    return faces_at

@@ -1,0 +1,122 @@
+"""The one result object of an analysis, and its JSON and CSV forms."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .settings import AnalysisSettings
+from .video import VideoInfo
+
+ENSEMBLE = "ensemble"
+NO_FACE = "NO_FACE"
+
+
+@dataclass
+class FaceResult:
+    frame_index: int
+    time: float
+    person_id: int
+    box: tuple[float, float, float, float]
+    confidence: float
+    raw: dict[str, float]      # network output P(fake) per model
+    scores: dict[str, float]   # calibrated P(fake) per model, plus the ensemble
+
+
+@dataclass
+class PersonResult:
+    id: int
+    frames: list[int]
+    scores: dict[str, float]   # aggregated calibrated P(fake) per model and ensemble
+    label: str                 # from the primary model
+
+
+@dataclass
+class ModelVerdict:
+    model: str
+    probability: float | None  # None when no face was found
+    label: str                 # REAL, FAKE, UNCERTAIN or NO_FACE
+    seconds: float = 0.0       # time spent in this model's classifier
+
+
+@dataclass
+class AnalysisResult:
+    video: VideoInfo
+    settings: AnalysisSettings
+    models: list[str]
+    primary: str
+    sampled: list[tuple[int, float]]           # (frame_index, time) of each sampled frame
+    faces: list[FaceResult]
+    persons: list[PersonResult]
+    verdicts: dict[str, ModelVerdict]
+    timings: dict[str, float]
+    annotated_video: str | None = None
+    # Kept in memory for the app's gallery, never serialised: images are large.
+    stills: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    crops: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def verdict(self) -> ModelVerdict:
+        return self.verdicts[self.primary]
+
+    @property
+    def no_face(self) -> bool:
+        return not self.faces
+
+    def person_timeline(self, model: str | None = None) -> dict[int, list[tuple[float, float]]]:
+        """Per person, (time, calibrated P(fake)) for each sampled frame it appears in."""
+        model = model or self.primary
+        timeline: dict[int, list[tuple[float, float]]] = {}
+        for face in self.faces:
+            timeline.setdefault(face.person_id, []).append((face.time, face.scores[model]))
+        return timeline
+
+    def to_dict(self) -> dict:
+        return {
+            "video": self.video.to_dict(),
+            "settings": self.settings.to_dict(),
+            "models": list(self.models),
+            "primary": self.primary,
+            "verdict": asdict(self.verdict),
+            "no_face": self.no_face,
+            "verdicts": {name: asdict(v) for name, v in self.verdicts.items()},
+            "persons": [asdict(p) for p in self.persons],
+            "faces": [asdict(f) for f in self.faces],
+            "sampled": [list(s) for s in self.sampled],
+            "timings": dict(self.timings),
+            "annotated_video": self.annotated_video,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def faces_csv(self) -> str:
+        """One row per face: frame, person, box, and raw and calibrated score per model."""
+        score_names = [*self.models, ENSEMBLE]
+        header = ["video", "frame_index", "time", "person_id", "x1", "y1", "x2", "y2", "confidence"]
+        header += [f"raw_{m}" for m in self.models] + [f"p_{m}" for m in score_names]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        for face in self.faces:
+            writer.writerow(
+                [Path(self.video.path).name, face.frame_index, f"{face.time:.3f}", face.person_id]
+                + [f"{v:.1f}" for v in face.box]
+                + [f"{face.confidence:.4f}"]
+                + [f"{face.raw[m]:.6f}" for m in self.models]
+                + [f"{face.scores[m]:.6f}" for m in score_names]
+            )
+        return buffer.getvalue()
+
+    def save(self, out_dir: Path, stem: str | None = None) -> tuple[Path, Path]:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = stem or Path(self.video.path).stem
+        json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
+        json_path.write_text(self.to_json())
+        csv_path.write_text(self.faces_csv())
+        return json_path, csv_path

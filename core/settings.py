@@ -1,0 +1,36 @@
+"""Analysis settings shared by the CLI, the app's sidebar and evaluation."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .verdict import RULES
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    frames: int = 32                 # frames sampled evenly over the clip
+    rule: str = "confident"          # how face scores become person and video scores
+    band: float = 0.1                # |P - 0.5| below this is UNCERTAIN
+    min_confidence: float = 0.95     # MTCNN face confidence (the origin project used 0.95)
+    margin: float = 0.2              # crop margin around the face box, as a fraction of its size
+    detect_long_side: int = 640      # MTCNN runs on a copy downscaled to this long side
+    min_face_size: int = 40          # smallest face MTCNN looks for, in detection-image pixels
+    annotated_long_side: int = 1280  # the annotated MP4 is downscaled to this long side (0 = full)
+
+    def __post_init__(self):
+        if self.frames < 1:
+            raise ValueError("frames must be at least 1")
+        if self.rule not in RULES:
+            raise ValueError(f"unknown rule {self.rule!r}; choose one of {', '.join(RULES)}")
+        if not 0 <= self.band < 0.5:
+            raise ValueError("band must be in [0, 0.5)")
+        if not 0 < self.min_confidence <= 1:
+            raise ValueError("min_confidence must be in (0, 1]")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "AnalysisSettings":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

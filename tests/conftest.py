@@ -1,0 +1,60 @@
+"""Fixtures shared across test files: tiny real models of each backbone family."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Shallow cuts keep every family real (its own keras.applications graph and preprocessing) but fast.
+TINY_CUTS = {
+    "efficientnetb7": ("block1a_project_bn", 64),
+    "inceptionresnetv2": ("mixed_5b", 75),
+    "inceptionv3": ("mixed0", 75),
+    "resnet50": ("conv2_block1_out", 64),
+    "vgg16": ("block2_pool", 64),
+}
+
+
+def make_tiny_model(folder, backbone: str, *, name: str | None = None, threshold: float = 0.5,
+                    temperature: float = 1.0, seed: int = 0, constant_output: float | None = None):
+    """An untrained tiny model saved with its card. `constant_output` zeroes the head's kernel
+    and sets its bias so every face gets exactly that P(fake): a model whose verdict is known."""
+    import math
+
+    import keras
+    import numpy as np
+
+    from core.backbones import HEAD_LAYER, build_classifier
+    from core.model_store import save_model
+
+    keras.utils.set_random_seed(seed)
+    depth, size = TINY_CUTS[backbone]
+    model = build_classifier(backbone, depth=depth, input_size=size)
+    if constant_output is not None:
+        head = model.get_layer(HEAD_LAYER)
+        kernel, _ = head.get_weights()
+        logit = math.log(constant_output / (1 - constant_output))
+        head.set_weights([np.zeros_like(kernel), np.array([logit], dtype=np.float32)])
+    name = name or f"tiny_{backbone}"
+    return save_model(model, folder / f"{name}.keras", name=name, backbone=backbone, depth=depth,
+                      threshold=threshold, temperature=temperature,
+                      metrics={"val_video_auc": 0.5}, training={"data": "untrained test model"})
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory):
+    """A models folder with one untrained tiny model per backbone family."""
+    folder = tmp_path_factory.mktemp("models")
+    for seed, backbone in enumerate(TINY_CUTS):
+        make_tiny_model(folder, backbone, seed=seed)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet_dir(tmp_path_factory):
+    """A models folder with a single tiny ResNet50 model: the fastest real classifier."""
+    folder = tmp_path_factory.mktemp("one_model")
+    make_tiny_model(folder, "resnet50")
+    return folder

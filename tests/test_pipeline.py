@@ -1,0 +1,171 @@
+"""The whole core path on generated clips: real PyAV, real MTCNN, real (tiny, untrained) Keras models."""
+from __future__ import annotations
+
+import json
+import tempfile
+
+import av
+import numpy as np
+import pytest
+
+from core import verdict as verdicts
+from core.errors import (CorruptVideoError, EmptyFileError, NotAVideoError, NoVideoStreamError,
+                         TooFewFramesError)
+from core.pipeline import analyze_video, make_detector
+from core.results import ENSEMBLE, NO_FACE
+from core.settings import AnalysisSettings
+from core.tracking import iou
+from core.zoo import load_models
+from tests import fixtures
+from tests.conftest import make_tiny_model
+
+SETTINGS = AnalysisSettings(frames=8)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return make_detector(SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("two")
+    make_tiny_model(folder, "resnet50", seed=1)
+    make_tiny_model(folder, "vgg16", seed=2)
+    return load_models("all", folder)
+
+
+@pytest.fixture(scope="module")
+def face_clip(tmp_path_factory):
+    return fixtures.make_face_clip(tmp_path_factory.mktemp("clip") / "face.mp4", frames=48)
+
+
+@pytest.fixture(scope="module")
+def face_result(face_clip, detector, two_models):
+    return analyze_video(face_clip, detector, two_models, SETTINGS)
+
+
+def test_face_found_in_every_sampled_frame_as_one_person(face_result):
+    truth = fixtures.face_positions(frames=48)
+    assert len(face_result.sampled) == 8
+    assert len(face_result.faces) == 8
+    assert {f.person_id for f in face_result.faces} == {0}
+    for face in face_result.faces:
+        assert iou(face.box, truth[face.frame_index][0]) > 0.5
+
+
+def test_scores_follow_calibration_rule_and_ensemble(face_result, two_models):
+    for face in face_result.faces:
+        for classifier in two_models:
+            expected = verdicts.calibrate(face.raw[classifier.name], classifier.card.threshold,
+                                          classifier.card.temperature)
+            assert face.scores[classifier.name] == pytest.approx(float(expected))
+        assert face.scores[ENSEMBLE] == pytest.approx(
+            np.mean([face.scores[c.name] for c in two_models]))
+    for name, v in face_result.verdicts.items():
+        per_person = {0: {f.frame_index: f.scores[name] for f in face_result.faces}}
+        assert v.probability == pytest.approx(verdicts.aggregate_video(per_person, "confident"))
+        assert v.label == verdicts.label_for(v.probability, SETTINGS.band)
+    assert face_result.primary == ENSEMBLE
+
+
+def test_report_json_and_csv(face_result):
+    data = json.loads(face_result.to_json())
+    assert data["video"]["width"] == 640 and data["video"]["height"] == 360
+    assert data["verdict"]["label"] in {"REAL", "FAKE", "UNCERTAIN"}
+    assert len(data["faces"]) == 8 and data["persons"][0]["id"] == 0
+    assert {"probe", "decode", "detect", "track", "classify", "verdict", "total"} <= set(data["timings"])
+    assert data["settings"]["frames"] == 8
+    rows = face_result.faces_csv().strip().splitlines()
+    assert len(rows) == 1 + 8
+    header = rows[0].split(",")
+    assert {"frame_index", "person_id", "x1", "p_ensemble", "raw_tiny_resnet50"} <= set(header)
+
+
+def test_gallery_images_kept(face_result):
+    assert sorted(face_result.stills) == [i for i, _ in face_result.sampled]
+    assert all(img.dtype == np.uint8 and img.shape == (360, 640, 3) for img in face_result.stills.values())
+    assert len(face_result.crops) == 8
+
+
+def test_two_faces_are_two_persons(tmp_path, detector, two_models):
+    clip = fixtures.make_face_clip(tmp_path / "two.mp4", frames=32, size=(960, 540), faces=2,
+                                   face_size=180)
+    result = analyze_video(clip, detector, two_models, SETTINGS, keep_images=False)
+    assert len(result.persons) == 2
+    assert {f.person_id for f in result.faces} == {0, 1}
+    assert result.stills == {}
+
+
+def test_no_face_is_a_verdict_not_an_error(tmp_path, detector, two_models):
+    clip = fixtures.make_blank_clip(tmp_path / "blank.mp4")
+    result = analyze_video(clip, detector, two_models, SETTINGS)
+    assert result.no_face
+    assert result.verdict.label == NO_FACE and result.verdict.probability is None
+    assert json.loads(result.to_json())["no_face"] is True
+
+
+@pytest.mark.parametrize("output, threshold, label, colour", [
+    (0.3, 0.1, "FAKE", (220, 0, 0)),    # below 0.5, but above this model's own threshold
+    (0.7, 0.9, "REAL", (0, 200, 0)),
+])
+def test_annotated_video_is_h264_with_boxes_in_verdict_colour(
+        tmp_path, detector, face_clip, output, threshold, label, colour):
+    make_tiny_model(tmp_path, "resnet50", threshold=threshold, constant_output=output)
+    classifiers = load_models("all", tmp_path)
+    out = tmp_path / "annotated.mp4"
+    result = analyze_video(face_clip, detector, classifiers, SETTINGS, annotated_path=out)
+    assert result.verdict.label == label
+    assert result.annotated_video == str(out)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        frames = list(container.decode(stream))
+    assert len(frames) == 48
+    assert (frames[0].width, frames[0].height) == (640, 360)
+    assert frames[0].format.name == "yuv420p"
+    # Some pixel near the top edge of the face box of a frame between samples is the box colour.
+    index = 5
+    box = fixtures.face_positions(frames=48)[index][0]
+    image = frames[index].to_ndarray(format="rgb24").astype(int)
+    x1, y1, x2, y2 = (int(v) for v in box)
+    region = image[max(y1 - 30, 0):y1 + 30, x1 - 30:x2 + 30].reshape(-1, 3)
+    distance = np.abs(region - np.array(colour)).sum(axis=1)
+    assert distance.min() < 60
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_progress_reports_named_stages_up_to_done(tmp_path, detector, face_clip, two_models):
+    seen = []
+    analyze_video(face_clip, detector, two_models[:1], SETTINGS, keep_images=False,
+                  annotated_path=tmp_path / "a.mp4", progress=lambda s, f: seen.append((s, f)))
+    stages = [s for s, _ in seen]
+    assert stages[0] == "detect" and "classify" in stages and stages[-1] == "annotate"
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions)
+    assert fractions[-1] == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("maker, error", [
+    (fixtures.make_empty_file, EmptyFileError),
+    (fixtures.make_text_file, NotAVideoError),
+    (fixtures.make_truncated_mp4, CorruptVideoError),
+    (fixtures.make_audio_only, NoVideoStreamError),
+    (fixtures.make_one_frame_clip, TooFewFramesError),
+])
+def test_bad_input_raises_typed_error_and_leaves_no_file(tmp_path, detector, two_models, maker, error):
+    bad = maker(tmp_path / "bad.mp4")
+    before = set(tmp_path.iterdir())
+    temp_before = set(_tempdir_listing())
+    with pytest.raises(error) as raised:
+        analyze_video(bad, detector, two_models, SETTINGS, annotated_path=tmp_path / "out.mp4")
+    message = str(raised.value)
+    assert message and "\n" not in message
+    assert set(tmp_path.iterdir()) == before
+    assert set(_tempdir_listing()) <= temp_before
+
+
+def _tempdir_listing():
+    import os
+
+    return os.listdir(tempfile.gettempdir())
