@@ -1,0 +1,274 @@
+"""Deterministic media fixtures for the tests: synthetic face clips with known face boxes, blank
+clips, broken inputs and a Y4M fake-webcam file. Everything is generated on the fly with PyAV;
+nothing is read from the shared data folder."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import skimage.data
+
+# The square cut from skimage's astronaut photo that we paste as "the face", and the face box that
+# MTCNN reports inside that square (measured once on the full photo: box x 182..265, y 64..171).
+ASTRONAUT_CROP = (144, 38, 304, 198)
+FACE_IN_CROP = (38, 26, 121, 133)
+
+CONTAINER_BY_SUFFIX = {".mp4": "mp4", ".mov": "mov", ".avi": "avi", ".mkv": "matroska",
+                       ".webm": "webm", ".m4a": "mp4"}
+
+# Fast settings per encoder: fixtures must be cheap on two shared cores.
+_ENCODER_OPTIONS = {
+    "libx264": {"preset": "ultrafast"},
+    "libx265": {"preset": "ultrafast", "x265-params": "log-level=error"},
+    "libvpx": {"deadline": "realtime", "cpu-used": "8"},
+    "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
+    "mpeg4": {"qscale": "3"},
+}
+
+
+@lru_cache(maxsize=8)
+def _face_patch(face_size: int) -> np.ndarray:
+    x1, y1, x2, y2 = ASTRONAUT_CROP
+    crop = skimage.data.astronaut()[y1:y2, x1:x2]
+    patch = cv2.resize(crop, (face_size, face_size), interpolation=cv2.INTER_AREA)
+    patch.setflags(write=False)
+    return patch
+
+
+@lru_cache(maxsize=8)
+def _background(width: int, height: int) -> np.ndarray:
+    # A soft gradient with fixed noise: textured enough to look like a scene, static so it
+    # costs the encoder almost nothing.
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([60 + 60 * xs / max(width - 1, 1),
+                     90 + 40 * ys / max(height - 1, 1),
+                     np.full_like(xs, 120)], axis=-1)
+    noise = np.random.default_rng(0).normal(0, 6, size=(height, width, 1)).astype(np.float32)
+    image = np.clip(base + noise, 0, 255).astype(np.uint8)
+    image.setflags(write=False)
+    return image
+
+
+def patch_positions(frames: int = 48, size: tuple[int, int] = (640, 360), faces: int = 1,
+                    face_size: int = 150) -> list[list[tuple[int, int]]]:
+    """Top-left corner (x, y) of each pasted face square, per frame, in display pixels."""
+    width, height = size
+    if face_size > min(width, height):
+        raise ValueError("face_size does not fit in the frame")
+    if faces == 2 and width < 2 * face_size + 0.3 * width:
+        raise ValueError("two faces of this size do not fit side by side")
+    if faces not in (1, 2):
+        raise ValueError("faces must be 1 or 2")
+    positions = []
+    for i in range(frames):
+        u = i / (frames - 1) if frames > 1 else 0.0
+        if faces == 1:
+            margin = 0.05 * width
+            x = margin + u * (width - face_size - 2 * margin)
+            y = (height - face_size) / 2 + 0.3 * (height - face_size) * math.sin(2 * math.pi * u)
+            row = [(x, y)]
+        else:
+            # Far apart and moving in opposite directions: one down the left, one up the right.
+            mx, my = 0.05 * width, 0.05 * height
+            travel = height - face_size - 2 * my
+            row = [(mx + 0.1 * width * u, my + travel * u),
+                   (width - face_size - mx - 0.1 * width * u, my + travel * (1 - u))]
+        positions.append([(int(round(x)), int(round(y))) for x, y in row])
+    return positions
+
+
+def face_positions(frames: int = 48, size: tuple[int, int] = (640, 360), faces: int = 1,
+                   face_size: int = 150) -> list[list[tuple[float, float, float, float]]]:
+    """Ground-truth face boxes (x1, y1, x2, y2) per frame, in display pixels, for the clip that
+    `make_face_clip` writes with the same arguments (its `rotation` does not change them)."""
+    scale = face_size / (ASTRONAUT_CROP[2] - ASTRONAUT_CROP[0])
+    fx1, fy1, fx2, fy2 = (v * scale for v in FACE_IN_CROP)
+    return [[(x + fx1, y + fy1, x + fx2, y + fy2) for x, y in row]
+            for row in patch_positions(frames, size, faces, face_size)]
+
+
+def frame_times(frames: int = 48, fps: float = 24, vfr: bool = False) -> list[float]:
+    """Presentation time in seconds of each frame. With `vfr` the first half runs at twice the
+    rate and the second half at half the rate, so evenly spaced times are not evenly spaced
+    indices. Times are whole milliseconds, as the clip stores them."""
+    if not vfr:
+        return [round(i * 1000 / fps) / 1000 for i in range(frames)]
+    times, t = [], 0.0
+    for i in range(frames):
+        times.append(round(t * 1000) / 1000)
+        t += (0.5 if i < frames // 2 else 2.0) / fps
+    return times
+
+
+def render_frame(index: int, *, frames: int = 48, size: tuple[int, int] = (640, 360),
+                 faces: int = 1, face_size: int = 150) -> np.ndarray:
+    """The display-orientation RGB image of frame `index` of a face clip."""
+    width, height = size
+    image = _background(width, height).copy()
+    patch = _face_patch(face_size)
+    for x, y in patch_positions(frames, size, faces, face_size)[index]:
+        image[y:y + face_size, x:x + face_size] = patch
+    return image
+
+
+def _encode(path: Path, images: Iterable[np.ndarray], *, fps: float, codec: str,
+            rotation: int = 0, times: list[float] | None = None,
+            keyint: int | None = None) -> Path:
+    path = Path(path)
+    container_format = CONTAINER_BY_SUFFIX.get(path.suffix.lower())
+    if container_format is None:
+        raise ValueError(f"unsupported fixture container {path.suffix!r}")
+    if rotation % 90:
+        raise ValueError("rotation must be a multiple of 90")
+    if rotation % 360 and container_format == "avi":
+        raise ValueError("AVI cannot store rotation metadata")
+    if times is not None and container_format == "avi":
+        raise ValueError("AVI cannot store variable frame timing")
+    turns = (rotation % 360) // 90
+    options = dict(_ENCODER_OPTIONS.get(codec, {}))
+    if keyint:
+        options["g"] = str(keyint)
+        if codec == "libx264":
+            options["x264-params"] = f"keyint={keyint}:min-keyint={keyint}:scenecut=0"
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=rate, options=options)
+        stream.pix_fmt = "yuv420p"
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if turns:
+            stream.set_display_rotation(rotation % 360)
+        for i, image in enumerate(images):
+            # Store the picture turned the other way, so only a reader that applies the display
+            # matrix sees it upright.
+            coded = np.ascontiguousarray(np.rot90(image, k=-turns)) if turns else image
+            if i == 0:
+                stream.height, stream.width = coded.shape[:2]
+            frame = av.VideoFrame.from_ndarray(coded, format="rgb24")
+            if times is not None:
+                frame.pts = int(round(times[i] * 1000))
+                frame.time_base = Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def make_face_clip(path, *, frames: int = 48, size: tuple[int, int] = (640, 360), fps: float = 24,
+                   faces: int = 1, codec: str = "libx264", rotation: int = 0,
+                   face_size: int = 150, vfr: bool = False, keyint: int | None = None) -> Path:
+    """A clip of the astronaut's face (or two of them) moving over a textured background.
+    `size` is the display size; with `rotation` the frames are stored turned and a display
+    matrix says how to turn them back. Face boxes: `face_positions` with the same arguments."""
+    images = (render_frame(i, frames=frames, size=size, faces=faces, face_size=face_size)
+              for i in range(frames))
+    times = frame_times(frames, fps, vfr=True) if vfr else None
+    return _encode(Path(path), images, fps=fps, codec=codec, rotation=rotation, times=times,
+                   keyint=keyint)
+
+
+def make_blank_clip(path, frames: int = 24, size: tuple[int, int] = (320, 240),
+                    fps: float = 24) -> Path:
+    """A clip with no face: the textured background alone."""
+    background = _background(*size)
+    return _encode(Path(path), (background for _ in range(frames)), fps=fps, codec="libx264")
+
+
+def make_one_frame_clip(path) -> Path:
+    return make_face_clip(path, frames=1, size=(320, 240), face_size=120)
+
+
+def make_empty_file(path) -> Path:
+    path = Path(path)
+    path.write_bytes(b"")
+    return path
+
+
+def make_text_file(path) -> Path:
+    """Plain text under a video name, as when someone renames notes.txt to notes.mp4."""
+    path = Path(path)
+    path.write_text("These are meeting notes, not a video.\n" * 20)
+    return path
+
+
+def make_truncated_mp4(path, *, keep: float = 0.5, faststart: bool = False) -> Path:
+    """A real face clip cut short, as an interrupted download leaves it. Without `faststart` the
+    index (moov atom) sits at the end and is lost; with it the index survives and the first part
+    of the frames can still be decoded."""
+    path = Path(path)
+    full = path.with_name(path.stem + ".full.mp4")
+    make_face_clip(full, frames=48, size=(320, 240), face_size=120)
+    if faststart:
+        remuxed = path.with_name(path.stem + ".faststart.mp4")
+        with av.open(str(full)) as source, \
+                av.open(str(remuxed), "w", options={"movflags": "+faststart"}) as target:
+            out_stream = target.add_stream_from_template(source.streams.video[0])
+            for packet in source.demux(source.streams.video[0]):
+                if packet.dts is None:
+                    continue
+                packet.stream = out_stream
+                target.mux(packet)
+        full.unlink()
+        full = remuxed
+    data = full.read_bytes()
+    full.unlink()
+    path.write_bytes(data[:int(len(data) * keep)])
+    return path
+
+
+def make_audio_only(path, seconds: float = 1.0) -> Path:
+    """A file with a sound track and no picture: AAC in .m4a/.mp4, PCM in .mkv/.mov."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    codec = "aac" if suffix in (".m4a", ".mp4") else "pcm_s16le"
+    rate = 16000
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    with av.open(str(path), "w", format=CONTAINER_BY_SUFFIX[suffix]) as container:
+        stream = container.add_stream(codec, rate=rate, layout="mono")
+        if codec == "aac":
+            samples = tone.astype(np.float32)[None, :]
+            sample_format = "fltp"
+        else:
+            samples = (tone * 32767).astype(np.int16)[None, :]
+            sample_format = "s16"
+        frame = av.AudioFrame.from_ndarray(samples, format=sample_format, layout="mono")
+        frame.sample_rate = rate
+        frame.pts = 0
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_y4m(path, frames=48, size: tuple[int, int] = (640, 360), fps: int = 24) -> Path:
+    """A YUV4MPEG2 (4:2:0) file, e.g. for a browser's fake webcam. `frames` is a count of face
+    frames to render, or an iterable of RGB images of `size`."""
+    path = Path(path)
+    width, height = size
+    if width % 2 or height % 2:
+        raise ValueError("Y4M 4:2:0 needs even width and height")
+    if isinstance(frames, int):
+        count = frames
+        face_size = min(150, height // 2)
+        images = (render_frame(i, frames=count, size=size, face_size=face_size)
+                  for i in range(count))
+    else:
+        images = frames
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{int(fps)}:1 Ip A1:1 C420jpeg\n".encode())
+        for image in images:
+            if image.shape != (height, width, 3):
+                raise ValueError(f"frame shape {image.shape} does not match size {size}")
+            out.write(b"FRAME\n")
+            # OpenCV's I420 layout is exactly Y4M's: full Y plane, then U, then V.
+            out.write(cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path

@@ -1,0 +1,133 @@
+"""`python -m core` as a user runs it: outputs on disk, exit codes, one-line errors."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.cli import main
+from tests import fixtures
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    for sub in ("a", "b"):
+        (folder / sub).mkdir()
+    fixtures.make_face_clip(folder / "a" / "face.mp4", frames=24)
+    fixtures.make_face_clip(folder / "b" / "face.mp4", frames=24, size=(480, 360), face_size=140)
+    fixtures.make_blank_clip(folder / "blank.mkv")
+    return folder
+
+
+def test_analyze_folder_writes_json_csv_and_summary(clips, tiny_resnet_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["analyze", str(clips), "--models-dir", str(tiny_resnet_dir), "--frames", "6",
+                 "--out", str(out)])
+    assert code == 0
+    # Two face.mp4 in different folders keep separate outputs.
+    assert sorted(p.name for p in out.glob("*.json")) == ["a_face.json", "b_face.json", "blank.json"]
+    report = json.loads((out / "a_face.json").read_text())
+    assert report["verdict"]["label"] in {"REAL", "FAKE", "UNCERTAIN"}
+    assert len(report["faces"]) == 6
+    assert json.loads((out / "blank.json").read_text())["verdict"]["label"] == "NO_FACE"
+    with (out / "a_face.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    with (out / "summary.csv").open() as handle:
+        summary = list(csv.DictReader(handle))
+    assert len(summary) == 3
+    assert sorted(r["verdict"] for r in summary)[0] != "ERROR"
+    assert "NO_FACE" in {r["verdict"] for r in summary}
+    assert "blank.mkv: NO_FACE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("maker, message", [
+    (fixtures.make_empty_file, "empty"),
+    (fixtures.make_text_file, "not a video"),
+    (fixtures.make_truncated_mp4, "truncated"),
+    (fixtures.make_audio_only, "no video stream"),
+    (fixtures.make_one_frame_clip, "at least 2 frames"),
+])
+def test_bad_input_one_line_and_exit_2(tmp_path, tiny_resnet_dir, capsys, maker, message):
+    bad = maker(tmp_path / "bad.mp4")
+    code = main(["analyze", str(bad), "--models-dir", str(tiny_resnet_dir), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+    assert message in err[0].lower()
+    assert "Traceback" not in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4", "o"]
+
+
+def test_folder_without_videos(tmp_path, tiny_resnet_dir, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["analyze", str(tmp_path), "--models-dir", str(tiny_resnet_dir)]) == 2
+    assert "no videos in folder" in capsys.readouterr().err
+
+
+def test_no_models_is_a_clear_error(tmp_path, clips, capsys):
+    assert main(["analyze", str(clips), "--models-dir", str(tmp_path)]) == 2
+    assert "no models in" in capsys.readouterr().err
+
+
+def test_evaluate_writes_the_schema(clips, tiny_models_dir, tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    rel = lambda p: Path(__import__("os").path.relpath(p, tmp_path))  # noqa: E731
+    labels.write_text("path,label\n"
+                      f"{rel(clips / 'a' / 'face.mp4')},REAL\n"
+                      f"{rel(clips / 'b' / 'face.mp4')},1\n"
+                      f"{rel(clips / 'blank.mkv')},FAKE\n")
+    out = tmp_path / "results.json"
+    code = main(["evaluate", str(labels), "--models-dir", str(tiny_models_dir), "--frames", "8",
+                 "--out", str(out)])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"models", "videos", "seconds"}
+    names = {f"tiny_{b}" for b in ("efficientnetb7", "inceptionresnetv2", "inceptionv3",
+                                   "resnet50", "vgg16")}
+    assert set(results["models"]) == names | {"ensemble"}
+    for metrics in results["models"].values():
+        assert set(metrics) == {"auc", "log_loss", "accuracy", "videos", "no_face"}
+        assert isinstance(metrics["auc"], float) and 0 <= metrics["auc"] <= 1
+        assert isinstance(metrics["log_loss"], float) and isinstance(metrics["accuracy"], float)
+        assert metrics["videos"] == 3 and metrics["no_face"] == 1
+    assert [v["label"] for v in results["videos"]] == [0, 1, 1]
+    for video in results["videos"]:
+        assert set(video) == {"path", "label", "scores"}
+        assert set(video["scores"]) == names | {"ensemble"}
+    blank = results["videos"][2]
+    assert set(blank["scores"].values()) == {0.5}
+    assert isinstance(results["seconds"], float)
+    assert "ensemble" in capsys.readouterr().out
+
+
+def test_evaluate_dfdc_folder_and_bad_labels(tmp_path, clips, tiny_resnet_dir, capsys):
+    folder = tmp_path / "dfdc"
+    folder.mkdir()
+    (folder / "x.mp4").write_bytes((clips / "a" / "face.mp4").read_bytes())
+    (folder / "y.mp4").write_bytes((clips / "b" / "face.mp4").read_bytes())
+    (folder / "metadata.json").write_text(json.dumps({
+        "x.mp4": {"label": "REAL", "split": "train"}, "y.mp4": {"label": "FAKE", "split": "train",
+                                                              "original": "x.mp4"}}))
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(folder), "--models-dir", str(tiny_resnet_dir), "--frames", "3",
+                 "--out", str(out)]) == 0
+    assert [v["label"] for v in json.loads(out.read_text())["videos"]] == [0, 1]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,truth\nx.mp4,REAL\n")
+    assert main(["evaluate", str(bad), "--models-dir", str(tiny_resnet_dir)]) == 2
+    assert "'path' and 'label'" in capsys.readouterr().err
+
+
+def test_module_entry_point_help():
+    done = subprocess.run([sys.executable, "-m", "core", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0
+    for command in ("analyze", "evaluate", "models"):
+        assert command in done.stdout
