@@ -1,0 +1,227 @@
+"""End-to-end speed of the core on one video, next to baselines measured in the same run.
+
+    .venv/bin/python benchmarks/bench_pipeline.py VIDEO [--models-dir models] [--origin-frames 5]
+    .venv/bin/python benchmarks/bench_pipeline.py --long-video   # memory on a generated 1-hour clip
+
+Prints: decode-only time (baseline 1), the verdict with one model and with all five, the annotated
+full clip, and the origin project's way (baseline 2: the plain `mtcnn` package on full-resolution
+frames, full-depth 224 px backbone). The origin's way is timed on --origin-frames frames and
+extrapolated to 32 sampled frames (verdict) and to every frame (annotated output); that is said in
+the output. When the models folder lacks five models, untrained models of the shipped shapes are
+built in a temporary folder: speed does not depend on the weights.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+
+from core.backbones import BACKBONES, build_classifier  # noqa: E402
+from core.model_store import save_model  # noqa: E402
+from core.pipeline import analyze_video, make_detector  # noqa: E402
+from core.settings import AnalysisSettings  # noqa: E402
+from core.video import probe, sample_frames  # noqa: E402
+from core.zoo import DEFAULT_MODELS_DIR, available_models, load_models  # noqa: E402
+
+
+def decode_only(path: Path) -> float:
+    started = time.perf_counter()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for _ in container.decode(stream):
+            pass
+    return time.perf_counter() - started
+
+
+def stand_in_models(folder: Path) -> Path:
+    """Untrained models with each family's first suggested cut at 224 px."""
+    for name, spec in BACKBONES.items():
+        model = build_classifier(name, depth=spec.cuts[0], input_size=224)
+        save_model(model, folder / f"bench_{name}.keras", name=f"bench_{name}", backbone=name,
+                   depth=spec.cuts[0])
+    return folder
+
+
+def origin_way(path: Path, frames: int, backbone: str) -> dict:
+    """The origin project's per-frame cost: plain mtcnn on the full-resolution frame, then a
+    full-depth 224 px backbone on each face."""
+    import cv2
+    from mtcnn import MTCNN
+
+    detector = MTCNN()
+    images = [f.image for f in sample_frames(path, frames)]
+    detector.detect_faces(images[0])                       # first call builds the networks
+    started = time.perf_counter()
+    faces = [detector.detect_faces(image) for image in images]
+    mtcnn_per_frame = (time.perf_counter() - started) / len(images)
+    model = build_classifier(backbone, depth="full", input_size=224)
+    crops = []
+    for image, found in zip(images, faces):
+        for face in found:
+            x, y, w, h = face["box"]
+            crop = image[max(y, 0):y + h, max(x, 0):x + w]
+            crops.append(cv2.resize(crop, (224, 224)))
+    batch = np.stack(crops or [np.zeros((224, 224, 3), np.uint8)]).astype(np.float32)
+    model.predict(batch[:1], verbose=0)
+    started = time.perf_counter()
+    model.predict(batch, batch_size=8, verbose=0)
+    classify_per_face = (time.perf_counter() - started) / len(batch)
+    faces_per_frame = max(np.mean([len(f) for f in faces]), 1.0)
+    return {"mtcnn_per_frame": mtcnn_per_frame, "classify_per_face": classify_per_face,
+            "faces_per_frame": faces_per_frame}
+
+
+class PeakRss:
+    """Samples this process's resident memory every 50 ms; RSS covers PyAV's and TF's buffers,
+    which tracemalloc does not see."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def current() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.peak = self.current()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def long_video_memory(models_dir: Path) -> None:
+    from tests.fixtures import make_face_clip
+
+    classifiers = load_models("all", models_dir)[:1]
+    settings = AnalysisSettings()
+    detector = make_detector(settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        short = make_face_clip(Path(tmp) / "short.mp4", frames=250, size=(320, 180), fps=25,
+                               face_size=120)
+        print("writing a generated 1-hour clip (320x180, 5 fps, 18000 frames)...", flush=True)
+        started = time.perf_counter()
+        long = make_face_clip(Path(tmp) / "hour.mp4", frames=18000, size=(320, 180), fps=5,
+                              face_size=120, keyint=50)
+        print(f"  written in {time.perf_counter() - started:.1f} s; "
+              f"duration {probe(long).duration / 60:.1f} min")
+        analyze_video(short, detector, classifiers, settings)    # warm every trace first
+        for label, clip in (("10 s clip", short), ("1-hour clip", long)):
+            with PeakRss() as rss:
+                base = rss.peak
+                started = time.perf_counter()
+                result = analyze_video(clip, detector, classifiers, settings)
+                seconds = time.perf_counter() - started
+            print(f"{label:<12} {seconds:6.1f} s  peak RSS {rss.peak / 2**20:7.0f} MiB "
+                  f"(+{(rss.peak - base) / 2**20:.0f} MiB over the start)  faces {len(result.faces)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("video", nargs="?", type=Path)
+    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    parser.add_argument("--origin-frames", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is kept")
+    parser.add_argument("--long-video", action="store_true", help="memory on a generated 1-hour clip")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models_dir = args.models_dir
+        if len(available_models(models_dir)) < 5:
+            print(f"{models_dir} has fewer than five models: timing untrained stand-ins of the "
+                  "shipped shapes")
+            models_dir = stand_in_models(Path(tmp))
+        if args.long_video:
+            long_video_memory(models_dir)
+            return
+        if args.video is None:
+            parser.error("give a VIDEO or --long-video")
+        run(args, models_dir)
+
+
+def run(args, models_dir: Path) -> None:
+    info = probe(args.video)
+    print(f"video: {args.video.name} {info.width}x{info.height} {info.fps:.2f} fps "
+          f"{info.duration:.1f} s {info.frame_count} frames")
+    classifiers = load_models("all", models_dir)
+    settings = AnalysisSettings()
+    detector = make_detector(settings)
+    analyze_video(args.video, detector, classifiers, settings, keep_images=False)  # warm-up
+
+    def best(fn):
+        return min(fn() for _ in range(args.repeat))
+
+    def timed(models, annotated=None):
+        def once():
+            started = time.perf_counter()
+            once.result = analyze_video(args.video, detector, models, settings, keep_images=False,
+                                        annotated_path=annotated)
+            return time.perf_counter() - started
+        return once
+
+    decode = best(lambda: decode_only(args.video))
+    one = timed(models=classifiers[:1])
+    t_one = best(one)
+    stages = one.result.timings
+    all_five = timed(models=classifiers)
+    t_all = best(all_five)
+    with tempfile.TemporaryDirectory() as tmp:
+        annotated = timed(models=classifiers, annotated=Path(tmp) / "annotated.mp4")
+        t_annotated = best(annotated)
+    origin = origin_way(args.video, args.origin_frames, classifiers[0].card.backbone)
+    frames = settings.frames
+    origin_verdict = decode + frames * (origin["mtcnn_per_frame"]
+                                        + origin["faces_per_frame"] * origin["classify_per_face"])
+    origin_annotated = decode + info.frame_count * (
+        origin["mtcnn_per_frame"] + origin["faces_per_frame"] * origin["classify_per_face"])
+
+    print("\nstage times, verdict with one model (s):")
+    for stage, seconds in stages.items():
+        print(f"  {stage:<20} {seconds:6.2f}")
+    print("  per model (all five):")
+    for name, v in all_five.result.verdicts.items():
+        print(f"    {name:<28} {v.seconds:6.2f}")
+    print("\nend to end (s), best of", args.repeat)
+    rows = [
+        ("decode only (baseline)", decode, None),
+        (f"verdict, one model ({classifiers[0].name})", t_one, 3),
+        (f"verdict, all {len(classifiers)} models + ensemble", t_all, 6),
+        ("annotated full clip, all models", t_annotated, 10),
+    ]
+    for label, seconds, target in rows:
+        ratio = seconds / decode
+        goal = "" if target is None else f"  target <= {target}x: {'met' if ratio <= target else 'MISSED'}"
+        print(f"  {label:<44} {seconds:7.2f}  {ratio:5.1f}x decode{goal}")
+    print(f"\norigin's way (plain mtcnn on full-resolution frames, full-depth "
+          f"{classifiers[0].card.backbone} at 224 px), timed on {args.origin_frames} frames and "
+          f"extrapolated: MTCNN {origin['mtcnn_per_frame']:.2f} s/frame, classifier "
+          f"{origin['classify_per_face'] * 1000:.0f} ms/face")
+    print(f"  verdict on {frames} frames (extrapolated)            {origin_verdict:7.1f}  "
+          f"ours {t_one:.2f} s: {origin_verdict / t_one:5.1f}x faster")
+    print(f"  annotated, MTCNN on all {info.frame_count} frames (extrapolated) {origin_annotated:7.1f}  "
+          f"ours {t_annotated:.2f} s: {origin_annotated / t_annotated:5.1f}x faster (target >= 30x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Training-batch augmentation: what happens to faces between a camera and our detector.
+
+Horizontal flip, colour jitter, JPEG recompression, blur and down-then-up scaling, each applied
+with its own probability. Only ever used on training batches; validation sees untouched crops."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    flip: float = 0.5          # probability of each transform
+    colour: float = 0.5
+    jpeg: float = 0.3
+    blur: float = 0.2
+    downscale: float = 0.2
+    jpeg_quality: tuple[int, int] = (40, 95)
+    blur_sigma: tuple[float, float] = (0.3, 1.5)
+    downscale_factor: tuple[float, float] = (0.35, 0.8)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast and saturation, each by a random factor."""
+    x = image.astype(np.float32)
+    x = x * rng.uniform(0.8, 1.2)
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(0.8, 1.2) + mean
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + (x - grey) * rng.uniform(0.8, 1.2)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def jpeg_recompress(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("OpenCV could not JPEG-encode an augmentation sample")
+    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(image, (0, 0), sigmaX=float(sigma))
+
+
+def down_up_scale(image: np.ndarray, factor: float) -> np.ndarray:
+    height, width = image.shape[:2]
+    small = (max(1, round(width * factor)), max(1, round(height * factor)))
+    reduced = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
+    return cv2.resize(reduced, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def augment(image: np.ndarray, rng: np.random.Generator,
+            settings: AugmentSettings = AugmentSettings()) -> np.ndarray:
+    """One randomly augmented copy of an H x W x 3 uint8 RGB image (same shape and dtype)."""
+    out = image
+    if rng.random() < settings.flip:
+        out = out[:, ::-1]
+    if rng.random() < settings.colour:
+        out = colour_jitter(out, rng)
+    if rng.random() < settings.downscale:
+        out = down_up_scale(out, rng.uniform(*settings.downscale_factor))
+    if rng.random() < settings.blur:
+        out = gaussian_blur(out, rng.uniform(*settings.blur_sigma))
+    if rng.random() < settings.jpeg:
+        out = jpeg_recompress(np.ascontiguousarray(out), rng.integers(*settings.jpeg_quality, endpoint=True))
+    return np.ascontiguousarray(out)

@@ -1,0 +1,118 @@
+"""`python -m core extract` and `python -m core train`, registered into core.cli."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .cli import _EXTRA_COMMANDS
+
+
+def cmd_extract(args) -> int:
+    from .extract import ExtractSettings, extract, tasks_from_labels
+
+    settings = ExtractSettings(real_faces=args.real_faces, fake_faces=args.fake_faces,
+                               crop_size=args.crop_size, margin=args.margin, frames=args.frames,
+                               min_confidence=args.min_confidence,
+                               detect_long_side=args.detect_long_side)
+    tasks = tasks_from_labels(args.labels, split=args.split)
+    report = extract(tasks, args.out, settings, workers=args.workers,
+                     retry_failed=args.retry_failed)
+    print(f"{report.videos} videos: {report.processed} extracted now, {report.skipped} done before, "
+          f"{len(report.failed)} failed now; {report.faces} faces in {args.out / 'index.csv'} "
+          f"({report.seconds:.1f} s)")
+    if (args.out / "failed.csv").is_file():
+        print(f"videos that could not be read: {args.out / 'failed.csv'}")
+    return 0
+
+
+def _weights(value: str) -> str | None:
+    value = value.strip().lower()
+    if value not in ("imagenet", "none"):
+        raise argparse.ArgumentTypeError("use imagenet or none")
+    return None if value == "none" else value
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, resume_config, train
+
+    if args.resume:
+        if args.run_dir is None:
+            raise ValueError("--resume needs --run-dir (the run to continue)")
+        config = resume_config(args.run_dir, epochs=args.epochs, max_minutes=args.max_minutes,
+                               patience=args.patience, workers=args.workers,
+                               out=str(args.out) if args.out else None)
+    else:
+        if not args.backbone or not args.faces:
+            raise ValueError("train needs --backbone and --faces (or --resume with --run-dir)")
+        size = args.input_size or "default"
+        out = args.out or Path("models") / f"{args.backbone}_{args.depth}_{size}.keras"
+        run_dir = args.run_dir or Path("runs") / Path(out).stem
+        config = TrainConfig(
+            backbone=args.backbone, faces=str(args.faces), out=str(out), run_dir=str(run_dir),
+            weights=args.weights, depth=args.depth, input_size=args.input_size,
+            lr=args.lr, batch=args.batch, epochs=args.epochs or 50, patience=args.patience or 5,
+            sbi_fraction=args.sbi_fraction, augment=args.augment,
+            class_weights=None if args.class_weights == "none" else args.class_weights,
+            mixed_bf16=args.mixed_bf16, max_minutes=args.max_minutes,
+            val_fraction=args.val_fraction, seed=args.seed, workers=args.workers or 2)
+    train(config, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def register(commands) -> None:
+    from .settings import AnalysisSettings
+
+    defaults = AnalysisSettings()
+    extract = commands.add_parser(
+        "extract", help="face crops (PNG) and an index from a labelled set, for training")
+    extract.add_argument("labels", type=Path, help="CSV with path,label[,split,group,...] or a DFDC folder")
+    extract.add_argument("--out", type=Path, required=True, help="faces folder")
+    extract.add_argument("--real-faces", type=int, default=10, help="faces kept per real video")
+    extract.add_argument("--fake-faces", type=int, default=3, help="faces kept per fake video")
+    extract.add_argument("--crop-size", type=int, default=320,
+                         help="saved crop side in px; 0 = native, capped at 384")
+    extract.add_argument("--margin", type=float, default=defaults.margin,
+                         help="crop margin, as at inference")
+    extract.add_argument("--frames", type=int, default=0,
+                         help="frames sampled per video (0 = max(faces wanted, 16))")
+    extract.add_argument("--min-confidence", type=float, default=defaults.min_confidence)
+    extract.add_argument("--detect-long-side", type=int, default=defaults.detect_long_side)
+    extract.add_argument("--split", default=None, help="only rows whose split column matches")
+    extract.add_argument("--workers", type=int, default=2, help="worker processes")
+    extract.add_argument("--retry-failed", action="store_true",
+                         help="try again the videos an earlier run could not read")
+    extract.set_defaults(run=cmd_extract)
+
+    train = commands.add_parser("train", help="train a classifier on extracted faces")
+    train.add_argument("--backbone", help="efficientnetb7, inceptionresnetv2, inceptionv3, resnet50, vgg16")
+    train.add_argument("--faces", type=Path, help="folder written by extract")
+    train.add_argument("--out", type=Path, default=None,
+                       help="model file (default models/BACKBONE_DEPTH_SIZE.keras)")
+    train.add_argument("--run-dir", type=Path, default=None,
+                       help="checkpoints and state (default runs/<out name>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    train.add_argument("--weights", type=_weights, default=None, help="imagenet or none (default)")
+    train.add_argument("--depth", default="full", help="'full' or a backbone layer to cut at")
+    train.add_argument("--input-size", type=int, default=None, help="input side (default 224)")
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--batch", type=int, default=64)
+    train.add_argument("--epochs", type=int, default=None, help="default 50")
+    train.add_argument("--patience", type=int, default=None,
+                       help="epochs without a better val video AUC before stopping (default 5)")
+    train.add_argument("--sbi-fraction", type=float, default=0.5,
+                       help="share of real training faces turned into self-blended fakes")
+    train.add_argument("--augment", action="store_true",
+                       help="flip, colour, JPEG, blur and downscaling on training batches")
+    train.add_argument("--class-weights", choices=("balanced", "none"), default="none")
+    train.add_argument("--mixed-bf16", action="store_true", help="mixed_bfloat16 policy")
+    train.add_argument("--max-minutes", type=float, default=None,
+                       help="stop cleanly after this much wall time, keeping the best epoch")
+    train.add_argument("--val-fraction", type=float, default=0.2,
+                       help="val share by group when the index has no val split")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--workers", type=int, default=None, help="batch-building threads (default 2)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=cmd_train)
+
+
+_EXTRA_COMMANDS.append(register)

@@ -1,0 +1,557 @@
+"""Training a classifier on extracted faces (core.extract), with the origin project's recipe as the
+defaults: Adam, binary cross-entropy, accuracy and AUC, batch 64, 50 epochs. On top of it: early
+stopping on the validation split, Self-Blended Images from real faces, optional augmentation and
+class weights, resumable checkpoints, a wall-time budget, and calibration of the stored model.
+
+The best epoch is the one with the highest video-level validation AUC (mean face P(fake) per
+video), ties going to the lower video log loss: videos, not faces, are what gets judged.
+
+A run folder (--run-dir) holds:
+    state.json          config, epoch reached, best epoch and score, history, patience count
+    last.keras          the model after the last finished epoch, optimizer state included
+    best.weights.h5     the best epoch's weights
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .augment import AugmentSettings, augment
+from .extract import read_index
+from .sbi import self_blend
+
+MIN_ZOOM = 0.90              # training crops keep 90..100 % of the saved crop: the face stays centred
+MAX_SHIFT = 0.03             # and moves by at most 3 % of the crop side
+LOG_LOSS_CLIP = (0.01, 0.99)
+_KEYPOINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass
+class TrainConfig:
+    backbone: str
+    faces: str
+    out: str
+    run_dir: str
+    weights: str | None = None          # None (random init) or "imagenet" (from the Keras cache)
+    depth: str = "full"
+    input_size: int | None = None       # None: the backbone's default (224)
+    dropout: float = 0.5
+    lr: float = 1e-3                    # Keras' Adam default, as the origin project used it
+    batch: int = 64
+    epochs: int = 50
+    patience: int = 5
+    sbi_fraction: float = 0.5
+    augment: bool = False
+    class_weights: str | None = None    # None or "balanced"
+    mixed_bf16: bool = False
+    max_minutes: float | None = None
+    val_fraction: float = 0.2           # only when the index has no split == "val" rows
+    seed: int = 0
+    workers: int = 2                    # batch-building threads
+
+    def __post_init__(self):
+        if self.weights not in (None, "imagenet"):
+            raise ValueError(f"weights must be imagenet or none, not {self.weights!r}")
+        if self.class_weights not in (None, "balanced"):
+            raise ValueError(f"class weights must be balanced or none, not {self.class_weights!r}")
+        if not 0.0 <= self.sbi_fraction <= 1.0:
+            raise ValueError("sbi fraction must be in [0, 1]")
+        if self.batch < 1 or self.epochs < 1 or self.patience < 1:
+            raise ValueError("batch, epochs and patience must be at least 1")
+        if not self.lr > 0:
+            raise ValueError("learning rate must be positive")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError("max minutes must be positive")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError("val fraction must be in (0, 1)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- data ------------------------------------------------------------------------------------
+
+@dataclass
+class FaceSet:
+    """Faces in memory: uint8 crops (square, at work size), keypoints in crop pixels, labels."""
+    images: list[np.ndarray]
+    keypoints: np.ndarray          # N x 5 x 2, NaN where unknown
+    labels: np.ndarray             # N, 1 = fake
+    videos: np.ndarray             # N video ids
+    video_labels: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def split_rows(rows: list[dict], val_fraction: float = 0.2) -> tuple[list[dict], list[dict], str]:
+    """(train rows, val rows, how): the index's own split column when it has val rows, else a
+    deterministic split by group (a hash), so faces of one identity never sit on both sides."""
+    train = [r for r in rows if r.get("split") == "train"]
+    val = [r for r in rows if r.get("split") == "val"]
+    if val:
+        if not train:
+            raise ValueError("the faces index has val rows but no split == 'train' rows")
+        return train, val, "index split column"
+    usable = [r for r in rows if r.get("split") in ("", "train", None)]
+
+    def in_val(row) -> bool:
+        key = row.get("group") or row["video_id"]
+        return zlib.crc32(key.encode("utf-8")) % 10_000 < val_fraction * 10_000
+
+    train = [r for r in usable if not in_val(r)]
+    val = [r for r in usable if in_val(r)]
+    if not train or not val:
+        raise ValueError("cannot form both a train and a val split from the faces index; "
+                         "add a split column (train/val) to the labels and extract again")
+    return train, val, f"by group hash, {val_fraction:.0%} val (the index has no val rows)"
+
+
+def load_faces(rows: list[dict], work_side: int, threads: int = 2) -> FaceSet:
+    """Read the PNG crops once, shrunk to `work_side` when larger (the training crop never needs
+    more pixels than that), with the keypoints scaled alike."""
+    def load(row):
+        image = cv2.imread(row["file"], cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"cannot read face image {row['file']}; extract again")
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        side = image.shape[0]
+        if image.shape[0] != image.shape[1]:
+            raise ValueError(f"face image {row['file']} is not square")
+        scale = 1.0
+        if side > work_side:
+            scale = work_side / side
+            image = cv2.resize(image, (work_side, work_side), interpolation=cv2.INTER_AREA)
+        points = np.array([[row.get(f"{n}_x", math.nan), row.get(f"{n}_y", math.nan)]
+                           for n in _KEYPOINT_NAMES], dtype=np.float64)
+        return image, (points + 0.5) * scale - 0.5
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        loaded = list(pool.map(load, rows))
+    labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
+    videos = np.array([r["video_id"] for r in rows])
+    return FaceSet(images=[image for image, _ in loaded],
+                   keypoints=np.stack([p for _, p in loaded]) if loaded else np.zeros((0, 5, 2)),
+                   labels=labels, videos=videos,
+                   video_labels={r["video_id"]: int(r["label"]) for r in rows})
+
+
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The whole saved crop at the input size: the same framing inference uses."""
+    if image.shape[0] == size:
+        return image
+    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def jittered_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A slightly zoomed and shifted square of the crop, resized to the input size."""
+    side = image.shape[0]
+    keep = max(1, int(round(side * rng.uniform(MIN_ZOOM, 1.0))))
+    slack = side - keep
+    shift = rng.uniform(-MAX_SHIFT, MAX_SHIFT, size=2) * side
+    left, top = (int(np.clip(round(slack / 2 + s), 0, slack)) for s in shift)
+    window = image[top:top + keep, left:left + keep]
+    interpolation = cv2.INTER_AREA if keep > size else cv2.INTER_LINEAR
+    return cv2.resize(window, (size, size), interpolation=interpolation)
+
+
+def effective_class_weights(labels: np.ndarray, sbi_fraction: float) -> dict[int, float]:
+    """Balanced weights for the labels the network actually sees, SBI fakes counted as fakes."""
+    real = float(np.sum(labels == 0)) * (1.0 - sbi_fraction)
+    fake = float(np.sum(labels == 1)) + float(np.sum(labels == 0)) * sbi_fraction
+    total = real + fake
+    if real == 0 or fake == 0:
+        return {0: 1.0, 1: 1.0}
+    return {0: total / (2.0 * real), 1: total / (2.0 * fake)}
+
+
+def make_batch(faces: FaceSet, indices, input_size: int, rng: np.random.Generator, *,
+               sbi_fraction: float, augmentation: AugmentSettings | None):
+    """(x float32 N x S x S x 3 in [0, 255], y float32 N): SBI on a share of the real faces,
+    jittered crop, then augmentation."""
+    x = np.empty((len(indices), input_size, input_size, 3), dtype=np.float32)
+    y = np.empty((len(indices),), dtype=np.float32)
+    for row, j in enumerate(indices):
+        image, label = faces.images[j], int(faces.labels[j])
+        if label == 0 and sbi_fraction > 0 and rng.random() < sbi_fraction \
+                and np.all(np.isfinite(faces.keypoints[j])):
+            image, _ = self_blend(image, faces.keypoints[j], rng)
+            label = 1
+        image = jittered_crop(image, input_size, rng)
+        if augmentation is not None:
+            image = augment(image, rng, augmentation)
+        x[row] = image
+        y[row] = label
+    return x, y
+
+
+def _py_dataset_class():
+    import keras
+
+    class FaceBatches(keras.utils.PyDataset):
+        """Training batches, reshuffled every epoch; each batch's randomness comes from
+        (seed, epoch, batch), so batches built on different threads stay reproducible."""
+
+        def __init__(self, faces: FaceSet, input_size: int, batch: int, *, sbi_fraction: float,
+                     augmentation: AugmentSettings | None, class_weight: dict | None, seed: int,
+                     epoch: int = 0, workers: int = 2):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+            self.faces, self.input_size, self.batch = faces, input_size, batch
+            self.sbi_fraction, self.augmentation = sbi_fraction, augmentation
+            self.class_weight, self.seed = class_weight, seed
+            self.epoch = epoch
+            self._order = self._shuffled()
+
+        def _shuffled(self) -> np.ndarray:
+            return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.faces))
+
+        def __len__(self) -> int:
+            return math.ceil(len(self.faces) / self.batch)
+
+        def __getitem__(self, i):
+            chosen = self._order[i * self.batch:(i + 1) * self.batch]
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            x, y = make_batch(self.faces, chosen, self.input_size, rng,
+                              sbi_fraction=self.sbi_fraction, augmentation=self.augmentation)
+            if self.class_weight is None:
+                return x, y
+            weights = np.where(y > 0.5, self.class_weight[1], self.class_weight[0])
+            return x, y, weights.astype(np.float32)
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self._order = self._shuffled()
+
+    return FaceBatches
+
+
+# --- validation ------------------------------------------------------------------------------
+
+def video_means(scores: np.ndarray, videos: np.ndarray) -> tuple[list[str], np.ndarray]:
+    order = sorted(set(videos.tolist()))
+    return order, np.array([float(np.mean(scores[videos == v])) for v in order])
+
+
+def validation_metrics(face_scores: np.ndarray, faces: FaceSet) -> dict:
+    """Face AUC and video-level AUC, log loss and accuracy (at 0.5) of raw P(fake)."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    ids, video_scores = video_means(face_scores, faces.videos)
+    video_labels = np.array([faces.video_labels[v] for v in ids])
+
+    def auc(labels, scores) -> float:
+        return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else math.nan
+
+    return {
+        "face_auc": auc(faces.labels, face_scores),
+        "video_auc": auc(video_labels, video_scores),
+        "video_log_loss": float(log_loss(video_labels, np.clip(video_scores, *LOG_LOSS_CLIP),
+                                         labels=[0, 1])),
+        "video_accuracy": float(np.mean((video_scores >= 0.5) == (video_labels == 1))),
+    }
+
+
+def is_better(candidate: dict, best: dict | None) -> bool:
+    """Higher video AUC wins; equal AUC (or none, with one class) goes to the lower log loss."""
+    if best is None:
+        return True
+    auc, best_auc = candidate["video_auc"], best["video_auc"]
+    auc = -1.0 if math.isnan(auc) else auc
+    best_auc = -1.0 if math.isnan(best_auc) else best_auc
+    if not math.isclose(auc, best_auc, abs_tol=1e-9):
+        return auc > best_auc
+    return candidate["video_log_loss"] < best["video_log_loss"]
+
+
+def predict_faces(model, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
+    """P(fake) per face; inputs stay uint8 in memory and become float32 one batch at a time."""
+    out = []
+    for start in range(0, len(inputs), batch):
+        chunk = inputs[start:start + batch].astype(np.float32)
+        out.append(np.asarray(model.predict_on_batch(chunk), dtype=np.float64).reshape(-1))
+    return np.concatenate(out) if out else np.zeros((0,))
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+def _atomic_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_save_model(model, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_save_weights(model, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".best.", suffix=".weights.h5")
+    os.close(fd)
+    try:
+        model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _set_policy(mixed_bf16: bool) -> None:
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_bf16 else "float32")
+
+
+def _build(config: TrainConfig, weights: str | None):
+    from .backbones import build_classifier
+
+    return build_classifier(config.backbone, weights=weights, depth=config.depth,
+                            input_size=config.input_size, dropout=config.dropout)
+
+
+def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, val_inputs,
+               started: float, progress: bool, steps: int):
+    import keras
+    from tqdm import tqdm
+
+    class EpochEnd(keras.callbacks.Callback):
+        """Validation, best-epoch bookkeeping, early stopping, checkpoint, wall-time budget."""
+
+        def __init__(self):
+            super().__init__()
+            self.bar = None
+            self.out_of_time = False
+
+        def _over_budget(self) -> bool:
+            return (config.max_minutes is not None
+                    and time.monotonic() - started > config.max_minutes * 60.0)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                            disable=not progress, leave=False)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.bar is not None:
+                self.bar.update(1)
+                if logs:
+                    self.bar.set_postfix(loss=f"{float(logs.get('loss', math.nan)):.4f}")
+            if self._over_budget():
+                # Keras ends the epoch here; it is still validated and checkpointed below.
+                self.out_of_time = True
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.bar is not None:
+                self.bar.close()
+            metrics = validation_metrics(predict_faces(self.model, val_inputs), val)
+            logs = logs if logs is not None else {}
+            logs.update({f"val_{k}": v for k, v in metrics.items()})
+            entry = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
+                     "partial": self.out_of_time}
+            state["history"].append(entry)
+            if is_better(metrics, state["best"]):
+                state["best"], state["best_epoch"], state["wait"] = metrics, epoch + 1, 0
+                _atomic_save_weights(self.model, run_dir / "best.weights.h5")
+            else:
+                state["wait"] += 1
+            state["epoch"] = epoch + 1
+            state["seconds"] = state["seconds_before"] + time.monotonic() - started
+            _atomic_save_model(self.model, run_dir / "last.keras")
+            _atomic_json(run_dir / "state.json", state)
+            print(f"epoch {epoch + 1}: loss {logs.get('loss', math.nan):.4f} "
+                  f"val face AUC {metrics['face_auc']:.4f} video AUC {metrics['video_auc']:.4f} "
+                  f"video log loss {metrics['video_log_loss']:.4f}"
+                  + (" (best)" if state["best_epoch"] == epoch + 1 else ""), flush=True)
+            if state["wait"] >= config.patience:
+                print(f"early stop: no better video AUC for {config.patience} epochs", flush=True)
+                state["stopped"] = "early stopping"
+                self.model.stop_training = True
+            elif self.out_of_time or self._over_budget():
+                print(f"stopping: the {config.max_minutes:g} minute budget is spent", flush=True)
+                state["stopped"] = "time budget"
+                self.model.stop_training = True
+
+    return [EpochEnd()]
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
+    """Train (or resume) and write config.out with its card; returns the ModelCard."""
+    from .backbones import get_spec, imagenet_weights_path
+
+    started = time.monotonic()
+    spec = get_spec(config.backbone)
+    if config.weights == "imagenet":
+        imagenet_weights_path(config.backbone)   # offline: fail now, with the clear message
+    input_size = int(config.input_size or spec.input_size)
+    config = dataclasses.replace(config, input_size=input_size)
+    run_dir = Path(config.run_dir)
+    state_path = run_dir / "state.json"
+    if state_path.is_file() and not resume:
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it "
+                         "or choose another --run-dir")
+    if resume and not state_path.is_file():
+        raise ValueError(f"nothing to resume in {run_dir} (no state.json)")
+
+    rows = read_index(config.faces)
+    train_rows, val_rows, split_how = split_rows(rows, config.val_fraction)
+    work_side = max(input_size, int(math.ceil(input_size / MIN_ZOOM)))
+    train_set = load_faces(train_rows, work_side, threads=config.workers)
+    val_set = load_faces(val_rows, input_size, threads=config.workers)
+    val_inputs = np.stack([centre_crop(im, input_size) for im in val_set.images])
+    print(f"faces: {len(train_set)} train ({len(train_set.video_labels)} videos), "
+          f"{len(val_set)} val ({len(val_set.video_labels)} videos); split {split_how}", flush=True)
+
+    import keras
+
+    _set_policy(config.mixed_bf16)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        state = json.loads(state_path.read_text())
+        model = keras.models.load_model(run_dir / "last.keras", safe_mode=True)
+        initial_epoch = int(state["epoch"])
+        state["seconds_before"] = float(state.get("seconds", 0.0))
+        state["stopped"] = None
+        print(f"resuming {run_dir} after epoch {initial_epoch} (best so far: epoch "
+              f"{state['best_epoch']}; optimizer at step {int(model.optimizer.iterations)})",
+              flush=True)
+    else:
+        model = _build(config, config.weights)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.lr),
+                      loss="binary_crossentropy",
+                      metrics=[keras.metrics.BinaryAccuracy(name="accuracy"),
+                               keras.metrics.AUC(name="auc")])
+        initial_epoch = 0
+        state = {"config": config.to_dict(), "epoch": 0, "best": None, "best_epoch": 0, "wait": 0,
+                 "history": [], "seconds": 0.0, "seconds_before": 0.0, "stopped": None}
+
+    class_weight = (effective_class_weights(train_set.labels, config.sbi_fraction)
+                    if config.class_weights == "balanced" else None)
+    augmentation = AugmentSettings() if config.augment else None
+    batches = _py_dataset_class()(
+        train_set, input_size, config.batch, sbi_fraction=config.sbi_fraction,
+        augmentation=augmentation, class_weight=class_weight, seed=config.seed,
+        epoch=initial_epoch, workers=config.workers)
+    already_stopped = resume and state["wait"] >= config.patience
+    if initial_epoch < config.epochs and not already_stopped:
+        callbacks = _callbacks(config, state, run_dir, val_set, val_inputs, started, progress,
+                               len(batches))
+        model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, verbose=0,
+                  callbacks=callbacks)
+    if state["best_epoch"] == 0:
+        raise ValueError("training ended before any epoch finished; nothing to save")
+
+    return _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight,
+                   augmentation, split_how, started)
+
+
+def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight, augmentation,
+            split_how, started):
+    """The best epoch's weights in a plain float32 model (no optimizer, no bf16 policy), calibrated
+    on the validation split, saved with its card."""
+    from .calibration import calibrated, fit_calibration
+    from .evaluate import video_metrics
+    from .model_store import save_model
+
+    _set_policy(False)
+    model = _build(config, None)
+    model.load_weights(run_dir / "best.weights.h5")
+    face_scores = predict_faces(model, val_inputs)
+    ids, video_scores = video_means(face_scores, val_set.videos)
+    video_labels = np.array([val_set.video_labels[v] for v in ids])
+    calibration = fit_calibration(video_scores, video_labels, face_scores, val_set.labels)
+    face_probabilities = calibrated(face_scores, calibration.threshold, calibration.temperature)
+    _, video_probabilities = video_means(face_probabilities, val_set.videos)
+    video = video_metrics(video_labels, video_probabilities)
+    raw = validation_metrics(face_scores, val_set)
+    metrics = {
+        "val_face_auc": raw["face_auc"],
+        # The selection criterion itself: calibration is monotonic, so only clipping could move it.
+        "val_video_auc": raw["video_auc"],
+        "val_video_log_loss": video["log_loss"],
+        "val_video_accuracy": video["accuracy"],
+    }
+    metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+    wall = state["seconds_before"] + time.monotonic() - started
+    training = {
+        "backbone": config.backbone,
+        "depth": config.depth,
+        "input_size": config.input_size,
+        "weights": config.weights or "none",
+        "data": {
+            "faces_dir": str(Path(config.faces).resolve()),
+            "split": split_how,
+            "train_videos": len(train_set.video_labels),
+            "train_faces": len(train_set),
+            "val_videos": len(val_set.video_labels),
+            "val_faces": len(val_set),
+            "sbi_fraction": config.sbi_fraction,
+        },
+        "recipe": {
+            "optimizer": "adam",
+            "loss": "binary_crossentropy",
+            "lr": config.lr,
+            "batch": config.batch,
+            "epochs_max": config.epochs,
+            "epochs_run": state["epoch"],
+            "best_epoch": state["best_epoch"],
+            "patience": config.patience,
+            "stopped": state.get("stopped") or "epochs done",
+            "augmentation": augmentation.to_dict() if augmentation else None,
+            "class_weights": ({str(k): round(v, 4) for k, v in class_weight.items()}
+                              if class_weight else None),
+            "mixed_precision": "mixed_bfloat16" if config.mixed_bf16 else "float32",
+            "dropout": config.dropout,
+            "crop_jitter": {"min_zoom": MIN_ZOOM, "max_shift": MAX_SHIFT},
+            "seed": config.seed,
+        },
+        "calibration": {"threshold_on": "val video mean of face P(fake), max balanced accuracy",
+                        "temperature_on": "val faces, min log loss"},
+        "wall_seconds": round(wall, 1),
+    }
+    card = save_model(model, config.out, threshold=calibration.threshold,
+                      temperature=calibration.temperature, metrics=metrics, training=training)
+    print(f"wrote {config.out}: best epoch {state['best_epoch']} of {state['epoch']}, "
+          f"val video AUC {metrics['val_video_auc']}, threshold {calibration.threshold:.4f}, "
+          f"temperature {calibration.temperature:.3f}", flush=True)
+    return card
+
+
+def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
+    """The config a run was started with, with the given fields (e.g. epochs, max_minutes)
+    replaced; the data, model and recipe stay as they were, so the checkpoint fits."""
+    state_path = Path(run_dir) / "state.json"
+    if not state_path.is_file():
+        raise ValueError(f"nothing to resume in {run_dir} (no state.json)")
+    saved = json.loads(state_path.read_text())["config"]
+    allowed = {"epochs", "max_minutes", "patience", "workers", "out"}
+    unknown = set(overrides) - allowed
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))} when resuming")
+    saved.update({k: v for k, v in overrides.items() if v is not None})
+    # A time budget belongs to one invocation, not to the run.
+    saved["max_minutes"] = overrides.get("max_minutes")
+    return TrainConfig(**saved)

@@ -1,0 +1,234 @@
+"""Training on extracted faces, end to end (generated clips -> extract -> train -> load and score),
+plus the batch pipeline, splits and calibration on synthetic data."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from core import cli
+from core.calibration import (balanced_accuracy, calibrated, fit_calibration, fit_temperature,
+                              fit_threshold, log_loss)
+from core.extract import ExtractSettings, extract, read_index, tasks_from_labels
+from core.model_store import load_classifier
+from core.train import (FaceSet, effective_class_weights, is_better, jittered_crop, load_faces,
+                        make_batch, split_rows, validation_metrics)
+from tests.fixtures import make_face_clip
+
+TINY = ["--backbone", "vgg16", "--depth", "block2_pool", "--input-size", "64", "--batch", "8",
+        "--lr", "1e-4", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def faces_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    rows = []
+    for name, label, split, size in (("r1", "REAL", "train", (320, 240)),
+                                     ("f1", "FAKE", "train", (352, 240)),
+                                     ("r2", "REAL", "val", (320, 256)),
+                                     ("f2", "FAKE", "val", (352, 256))):
+        make_face_clip(folder / f"{name}.mp4", frames=10, size=size, face_size=100)
+        rows.append((f"{name}.mp4", label, split))
+    labels = folder / "labels.csv"
+    with labels.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("path", "label", "split"), *rows])
+    out = tmp_path_factory.mktemp("faces")
+    report = extract(tasks_from_labels(labels), out,
+                     ExtractSettings(real_faces=4, fake_faces=4, frames=5, crop_size=96),
+                     workers=1, progress=False)
+    assert report.faces == 16 and not report.failed
+    return out
+
+
+@pytest.fixture(scope="module")
+def budget_run(faces_dir, tmp_path_factory):
+    """A run stopped by its wall-time budget during epoch 1 of 5."""
+    work = tmp_path_factory.mktemp("run")
+    out, run_dir = work / "models" / "tiny_vgg.keras", work / "runs" / "tiny"
+    code = cli.main(["train", *TINY, "--faces", str(faces_dir), "--out", str(out),
+                     "--run-dir", str(run_dir), "--epochs", "5", "--max-minutes", "0.0001",
+                     "--augment", "--class-weights", "balanced"])
+    assert code == 0
+    return out, run_dir
+
+
+def test_budget_stop_still_writes_a_loadable_calibrated_model(budget_run, faces_dir):
+    out, run_dir = budget_run
+    card = json.loads(out.with_suffix(".json").read_text())
+    training = card["training"]
+    assert training["recipe"]["stopped"] == "time budget"
+    assert training["recipe"]["epochs_run"] == 1 and training["recipe"]["best_epoch"] == 1
+    assert (training["backbone"], training["depth"], training["input_size"]) == ("vgg16", "block2_pool", 64)
+    assert training["weights"] == "none"
+    assert training["data"]["train_videos"] == 2 and training["data"]["val_videos"] == 2
+    assert training["data"]["train_faces"] == 8 and training["data"]["val_faces"] == 8
+    assert training["data"]["sbi_fraction"] == 0.5
+    assert training["recipe"]["batch"] == 8 and training["recipe"]["augmentation"]["flip"] == 0.5
+    assert training["recipe"]["class_weights"] is not None
+    assert training["recipe"]["mixed_precision"] == "float32"
+    assert set(card["metrics"]) == {"val_face_auc", "val_video_auc", "val_video_log_loss",
+                                    "val_video_accuracy"}
+    assert 0 < card["threshold"] < 1 and card["temperature"] > 0
+
+    classifier = load_classifier(out)
+    assert classifier.input_size == 64 and classifier.card.depth == "block2_pool"
+    crops = np.stack([load_faces([row], 64).images[0] for row in read_index(faces_dir)[:3]])
+    crops = np.stack([jittered_crop(c, 64, np.random.default_rng(0)) for c in crops])
+    scores = classifier.predict(crops)
+    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_resume_continues_from_the_last_epoch(budget_run, capsys):
+    out, run_dir = budget_run
+    before = json.loads((run_dir / "state.json").read_text())
+    capsys.readouterr()
+    code = cli.main(["train", "--resume", "--run-dir", str(run_dir), "--epochs", "2",
+                     "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "resuming" in printed and "after epoch 1" in printed
+    step = int(printed.split("optimizer at step ")[1].split(")")[0])
+    assert step >= 1                      # the optimizer state came back with the checkpoint
+    state = json.loads((run_dir / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    assert state["history"][0] == before["history"][0]
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["recipe"]["epochs_run"] == 2
+    assert card["training"]["recipe"]["stopped"] == "epochs done"
+
+
+def test_existing_run_is_not_overwritten_without_resume(budget_run, faces_dir, capsys):
+    out, run_dir = budget_run
+    code = cli.main(["train", *TINY, "--faces", str(faces_dir), "--out", str(out),
+                     "--run-dir", str(run_dir), "--epochs", "1"])
+    assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_imagenet_weights_offline_fail_clearly(faces_dir, tmp_path, monkeypatch, capsys):
+    from core.backbones import imagenet_weights_path
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras"))
+    try:
+        imagenet_weights_path("resnet50")
+        pytest.skip("ImageNet weights are cached on this machine")
+    except Exception:
+        pass
+    code = cli.main(["train", "--backbone", "resnet50", "--weights", "imagenet",
+                     "--faces", str(faces_dir), "--out", str(tmp_path / "m.keras"),
+                     "--run-dir", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "ImageNet weights for resnet50" in err and "resnet50_weights" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+# --- batches and splits ----------------------------------------------------------------------
+
+def test_batches_turn_real_faces_into_sbi_fakes(faces_dir):
+    rows = [r for r in read_index(faces_dir) if r["label"] == 0]
+    faces = load_faces(rows, 72)
+    assert all(im.shape == (72, 72, 3) and im.dtype == np.uint8 for im in faces.images)
+    assert np.all(np.isfinite(faces.keypoints))
+    everything = list(range(len(faces)))
+    x, y = make_batch(faces, everything, 64, np.random.default_rng(1), sbi_fraction=1.0,
+                      augmentation=None)
+    assert x.shape == (len(rows), 64, 64, 3) and x.dtype == np.float32
+    assert 0 <= x.min() and x.max() <= 255 and np.all(y == 1)
+    x0, y0 = make_batch(faces, everything, 64, np.random.default_rng(1), sbi_fraction=0.0,
+                        augmentation=None)
+    assert np.all(y0 == 0)
+    # SBI changed pixels (the labels alone could not tell).
+    assert not np.array_equal(x, x0)
+
+
+def test_jittered_crop_keeps_the_face_centred():
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[45:55, 45:55] = 255
+    for seed in range(20):
+        out = jittered_crop(image, 50, np.random.default_rng(seed))
+        ys, xs = np.nonzero(out[..., 0] > 128)
+        assert abs(ys.mean() - 24.5) < 3 and abs(xs.mean() - 24.5) < 3
+
+
+def test_split_by_group_when_index_has_no_val_rows():
+    rows = [{"split": "train", "group": f"g{i % 10}", "video_id": f"v{i}"} for i in range(200)]
+    train, val, how = split_rows(rows, 0.3)
+    assert train and val and "group" in how
+    assert not {r["group"] for r in train} & {r["group"] for r in val}
+    explicit = rows[:5] + [{"split": "val", "group": "x", "video_id": "w"}]
+    train, val, how = split_rows(explicit)
+    assert len(val) == 1 and len(train) == 5 and how == "index split column"
+
+
+def test_class_weights_count_sbi_fakes_as_fakes():
+    weights = effective_class_weights(np.array([0] * 6 + [1] * 2), sbi_fraction=0.5)
+    # 3 reals stay real, 5 faces are fake: each class then weighs the same in total.
+    assert math.isclose(weights[0] * 3, weights[1] * 5)
+    assert math.isclose(weights[0] * 3 + weights[1] * 5, 8)
+
+
+def test_best_epoch_prefers_video_auc_then_log_loss():
+    assert is_better({"video_auc": 0.8, "video_log_loss": 0.9}, {"video_auc": 0.7, "video_log_loss": 0.1})
+    assert is_better({"video_auc": 0.8, "video_log_loss": 0.4}, {"video_auc": 0.8, "video_log_loss": 0.5})
+    assert not is_better({"video_auc": 0.8, "video_log_loss": 0.6}, {"video_auc": 0.8, "video_log_loss": 0.5})
+    assert is_better({"video_auc": 0.5, "video_log_loss": 0.6}, None)
+
+
+def test_video_metrics_average_faces_per_video():
+    faces = FaceSet(images=[None] * 4, keypoints=np.zeros((4, 5, 2)), labels=np.array([0, 0, 1, 1]),
+                    videos=np.array(["a", "a", "b", "b"]), video_labels={"a": 0, "b": 1})
+    metrics = validation_metrics(np.array([0.9, 0.1, 0.6, 0.6]), faces)
+    assert metrics["face_auc"] == 0.5          # face level: 0.9 beats both fakes
+    assert metrics["video_auc"] == 1.0         # video level: 0.5 < 0.6
+    assert metrics["video_accuracy"] == 0.5    # 0.5 counts as fake at the 0.5 threshold
+
+
+# --- calibration -----------------------------------------------------------------------------
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def test_threshold_maximises_balanced_accuracy():
+    # Fakes score 0.7..0.9, reals 0.1..0.6 (many more reals): only t in (0.6, 0.7) is perfect.
+    rng = np.random.default_rng(0)
+    reals, fakes = rng.uniform(0.1, 0.6, 300), rng.uniform(0.7, 0.9, 20)
+    scores = np.concatenate([reals, fakes])
+    labels = np.r_[np.zeros(300), np.ones(20)].astype(int)
+    t = fit_threshold(scores, labels)
+    assert reals.max() < t < fakes.min()
+    assert balanced_accuracy(labels, scores, t) == 1.0
+    # Overlapping classes: the fitted threshold is at least as good as any other.
+    noisy = np.clip(scores + rng.normal(0, 0.15, scores.size), 0.001, 0.999)
+    t = fit_threshold(noisy, labels)
+    best = balanced_accuracy(labels, noisy, t)
+    assert all(balanced_accuracy(labels, noisy, c) <= best + 1e-12 for c in np.linspace(0, 1, 201))
+
+
+def test_temperature_undoes_overconfidence():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 2, 20000)
+    labels = (rng.random(z.size) < sigmoid(z)).astype(int)     # true probability sigmoid(z)
+    overconfident = sigmoid(3 * z)
+    temperature = fit_temperature(overconfident, labels, 0.5)
+    assert 2.7 < temperature < 3.3
+    assert log_loss(labels, calibrated(overconfident, 0.5, temperature)) < log_loss(labels, overconfident)
+
+
+def test_calibration_moves_the_threshold_to_one_half():
+    rng = np.random.default_rng(2)
+    video_labels = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    video_scores = np.r_[rng.uniform(0.01, 0.2, 50), rng.uniform(0.3, 0.5, 50)]
+    result = fit_calibration(video_scores, video_labels, video_scores, video_labels)
+    assert 0.2 < result.threshold < 0.3 and result.temperature > 0
+    moved = calibrated(video_scores, result.threshold, result.temperature)
+    assert np.all((moved >= 0.5) == (video_labels == 1))
+
+
+def test_calibration_with_one_class_keeps_defaults():
+    assert fit_threshold([0.2, 0.4], [1, 1]) == 0.5
+    assert fit_temperature([0.2, 0.4], [1, 1]) == 1.0
+    with pytest.raises(ValueError):
+        fit_threshold([0.2], [0, 1])
