@@ -1,0 +1,75 @@
+"""The one place the app caches core objects for the whole server process: the face detector and
+each classifier are loaded once and shared by every browser session and the webcam threads (the
+core's Classifier serialises predict with a lock; FaceDetector is thread-safe)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import streamlit as st
+
+import app_state
+from core import zoo
+from core.faces import FaceDetector
+from core.model_store import Classifier, ModelCard, load_classifier
+from core.pipeline import analyze_video, make_detector
+from core.settings import AnalysisSettings
+
+MODELS_DIR_ENV = "DEEPFAKE_MODELS_DIR"
+
+
+def models_dir() -> Path:
+    """The model zoo folder: $DEEPFAKE_MODELS_DIR, else the repository's models/."""
+    return Path(os.environ.get(MODELS_DIR_ENV) or zoo.DEFAULT_MODELS_DIR)
+
+
+@st.cache_data(ttl=120, show_spinner=False)
+def _zoo_listing(folder: str) -> dict[str, ModelCard]:
+    return zoo.available_models(folder)
+
+
+def list_models() -> dict[str, ModelCard]:
+    """name -> card of every model in the zoo folder (re-read at most every two minutes, or
+    right after `forget_model_listing`)."""
+    return _zoo_listing(str(models_dir()))
+
+
+def forget_model_listing() -> None:
+    _zoo_listing.clear()
+
+
+@st.cache_resource(show_spinner="Loading the face detector...", max_entries=4)
+def _detector(min_confidence: float, detect_long_side: int, min_face_size: int) -> FaceDetector:
+    return make_detector(AnalysisSettings(min_confidence=min_confidence,
+                                          detect_long_side=detect_long_side,
+                                          min_face_size=min_face_size))
+
+
+def detector(settings: AnalysisSettings) -> FaceDetector:
+    return _detector(settings.min_confidence, settings.detect_long_side, settings.min_face_size)
+
+
+# Keyed by the card's sha256 too, so a model re-imported under the same name is loaded afresh.
+@st.cache_resource(show_spinner="Loading a model...", max_entries=16)
+def _classifier(card_path: str, sha256: str) -> Classifier:
+    return load_classifier(card_path)
+
+
+def classifiers(names: Sequence[str]) -> list[Classifier]:
+    """The named models, loaded once per server process. Raises ModelNotFoundError for a name
+    not in the zoo and ModelError for a file that does not load."""
+    cards = zoo.resolve_selection(list(names), models_dir())
+    return [_classifier(str(card.card_path), card.sha256) for card in cards]
+
+
+def analyze_upload(upload: app_state.Upload, names: Sequence[str], settings: AnalysisSettings,
+                   progress=None) -> app_state.StoredAnalysis:
+    """Analyse an upload with the cached detector and the named models."""
+    loaded = classifiers(names)
+    face_detector = detector(settings)
+
+    def analyze(path, **options):
+        return analyze_video(path, face_detector, loaded, settings, **options)
+
+    return app_state.analyze_upload(upload, analyze, settings, [c.name for c in loaded], progress)

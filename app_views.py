@@ -1,0 +1,229 @@
+"""What the pages draw, built from core results as plain Python: plotly figures, the verdict card's
+HTML, the gallery's face list, model-agreement and evaluation summaries. No Streamlit here, so it
+is tested directly."""
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+from sklearn.metrics import confusion_matrix, roc_curve
+
+from core.model_store import ModelCard
+from core.results import ENSEMBLE, NO_FACE, AnalysisResult
+from core.verdict import label_for
+
+LABEL_COLOURS = {"REAL": "#1b873f", "FAKE": "#c62828", "UNCERTAIN": "#e09b00", NO_FACE: "#6b7280"}
+LABEL_TEXT = {"REAL": "REAL", "FAKE": "FAKE", "UNCERTAIN": "UNCERTAIN", NO_FACE: "NO FACE"}
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+def verdict_card_html(title: str, label: str, probability: float | None, *, persons: int | None = None,
+                      faces: int | None = None, seconds: float | None = None) -> str:
+    """A coloured card: green REAL, red FAKE, amber UNCERTAIN, grey when no face was found."""
+    colour = LABEL_COLOURS.get(label, LABEL_COLOURS[NO_FACE])
+    lines = []
+    if probability is not None:
+        lines.append(f"P(fake) {probability:.2f}")
+    if persons is not None:
+        lines.append(f"{persons} person{'s' if persons != 1 else ''}")
+    if faces is not None:
+        lines.append(f"{faces} face{'s' if faces != 1 else ''}")
+    if seconds is not None:
+        lines.append(f"{seconds:.1f} s")
+    details = " · ".join(lines)
+    return (
+        f'<div style="border-left:0.6rem solid {colour};background:{colour}1f;border-radius:0.5rem;'
+        f'padding:0.8rem 1rem;margin-bottom:0.8rem">'
+        f'<div style="font-size:0.85rem;opacity:0.8">{html.escape(title)}</div>'
+        f'<div style="font-size:1.9rem;font-weight:700;color:{colour}">{LABEL_TEXT.get(label, label)}</div>'
+        f'<div style="font-size:0.95rem">{html.escape(details)}</div></div>'
+    )
+
+
+def _threshold_and_band(figure: go.Figure, band: float) -> None:
+    if band > 0:
+        figure.add_hrect(y0=0.5 - band, y1=0.5 + band, fillcolor=LABEL_COLOURS["UNCERTAIN"],
+                         opacity=0.15, line_width=0, annotation_text="uncertain",
+                         annotation_position="top left")
+    figure.add_hline(y=0.5, line_dash="dash", line_color="#444", annotation_text="threshold",
+                     annotation_position="bottom right")
+
+
+def timeline_figure(result: AnalysisResult, models: Sequence[str] | None = None,
+                    height: int = 340) -> go.Figure:
+    """P(fake) per person over the clip, one line per person (and per model when several are
+    given). Each point carries (frame_index, person_id) as customdata for click handling."""
+    models = list(models or [result.primary])
+    figure = go.Figure()
+    by_person: dict[int, list] = {}
+    for face in result.faces:
+        by_person.setdefault(face.person_id, []).append(face)
+    trace_number = 0
+    for model in models:
+        for person_id, faces in sorted(by_person.items()):
+            faces = sorted(faces, key=lambda f: f.time)
+            name = f"person {person_id}" if len(models) == 1 else f"{model} · person {person_id}"
+            figure.add_trace(go.Scatter(
+                x=[f.time for f in faces], y=[f.scores[model] for f in faces],
+                customdata=[[f.frame_index, f.person_id] for f in faces],
+                mode="lines+markers", name=name,
+                line={"color": _PALETTE[trace_number % len(_PALETTE)],
+                      "width": 3 if model == ENSEMBLE else 2,
+                      "dash": "solid" if model in (ENSEMBLE, result.primary) else "dot"},
+                hovertemplate="t=%{x:.2f}s  P(fake)=%{y:.2f}<br>frame %{customdata[0]}<extra>"
+                              + html.escape(name) + "</extra>"))
+            trace_number += 1
+    _threshold_and_band(figure, result.settings.band)
+    figure.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis={"title": "time (s)", "range": [0, max(result.video.duration, 1e-3)]},
+        yaxis={"title": "P(fake), calibrated", "range": [-0.02, 1.02]},
+        legend={"orientation": "h", "y": -0.25}, clickmode="event+select")
+    return figure
+
+
+def clicked_frame(chart_event) -> int | None:
+    """The frame_index of the first point selected on a timeline_figure chart (st.plotly_chart's
+    on_select state), or None."""
+    selection = (chart_event or {}).get("selection") or {}
+    for point in selection.get("points") or []:
+        customdata = point.get("customdata")
+        if customdata:
+            return int(customdata[0])
+    return None
+
+
+@dataclass(frozen=True)
+class GalleryFace:
+    frame_index: int
+    person_id: int
+    time: float
+    score: float
+    label: str
+
+
+SORT_ORDERS = ("fakest first", "most real first", "by time")
+
+
+def gallery_faces(result: AnalysisResult, model: str | None = None, *,
+                  persons: Iterable[int] | None = None, labels: Iterable[str] | None = None,
+                  order: str = "fakest first") -> list[GalleryFace]:
+    """The faces to show, filtered by person and label and sorted; scores of `model`
+    (the result's primary model by default)."""
+    model = model or result.primary
+    if order not in SORT_ORDERS:
+        raise ValueError(f"unknown order {order!r}; choose one of {', '.join(SORT_ORDERS)}")
+    wanted_persons = set(persons) if persons is not None else None
+    wanted_labels = set(labels) if labels is not None else None
+    faces = []
+    for face in result.faces:
+        score = face.scores[model]
+        label = label_for(score, result.settings.band)
+        if wanted_persons is not None and face.person_id not in wanted_persons:
+            continue
+        if wanted_labels is not None and label not in wanted_labels:
+            continue
+        faces.append(GalleryFace(face.frame_index, face.person_id, face.time, score, label))
+    if order == "by time":
+        faces.sort(key=lambda f: (f.time, f.person_id))
+    else:
+        faces.sort(key=lambda f: (f.score, -f.time), reverse=order == "fakest first")
+    return faces
+
+
+def agreement_matrix(result: AnalysisResult, models: Sequence[str] | None = None
+                     ) -> tuple[list[str], np.ndarray]:
+    """Fraction of faces on which each pair of models gives the same label (REAL / FAKE /
+    UNCERTAIN at the analysis' band); NaN without faces."""
+    names = list(models or [*result.models, ENSEMBLE])
+    size = len(names)
+    if not result.faces:
+        return names, np.full((size, size), np.nan)
+    band = result.settings.band
+    labels = np.array([[label_for(face.scores[name], band) for face in result.faces] for name in names])
+    matrix = np.array([[float(np.mean(labels[i] == labels[j])) for j in range(size)] for i in range(size)])
+    return names, matrix
+
+
+def agreement_figure(names: Sequence[str], matrix: np.ndarray) -> go.Figure:
+    text = [["" if math.isnan(v) else f"{v:.0%}" for v in row] for row in matrix]
+    figure = go.Figure(go.Heatmap(
+        z=matrix, x=list(names), y=list(names), zmin=0, zmax=1, colorscale="Blues",
+        text=text, texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z:.0%}<extra></extra>",
+        colorbar={"title": "same label"}))
+    figure.update_layout(height=120 + 45 * len(names), margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         yaxis={"autorange": "reversed"})
+    return figure
+
+
+def seconds_figure(result: AnalysisResult) -> go.Figure:
+    names = list(result.models)
+    figure = go.Figure(go.Bar(x=names, y=[result.verdicts[n].seconds for n in names],
+                              marker_color=_PALETTE[0], text=[f"{result.verdicts[n].seconds:.2f} s"
+                                                              for n in names]))
+    figure.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         yaxis={"title": "classifier time (s)"})
+    return figure
+
+
+def card_rows(cards: Iterable[ModelCard]) -> list[dict]:
+    """One table row per model card: what a person compares models by."""
+    rows = []
+    for card in cards:
+        metrics = {f"{k}": (round(v, 4) if isinstance(v, float) else v)
+                   for k, v in (card.metrics or {}).items() if not isinstance(v, (dict, list))}
+        rows.append({
+            "name": card.name, "backbone": card.backbone, "depth": card.depth,
+            "input": card.input_size, "params": card.params,
+            "size (MB)": round(card.size_bytes / 1e6, 2), "threshold": round(card.threshold, 4),
+            "temperature": round(card.temperature, 3), **metrics,
+            "created": card.created, "sha256": card.sha256[:12],
+        })
+    return rows
+
+
+def evaluation_labels_and_scores(report: dict, model: str) -> tuple[np.ndarray, np.ndarray]:
+    videos = report["videos"]
+    return (np.array([v["label"] for v in videos], dtype=int),
+            np.array([v["scores"][model] for v in videos], dtype=float))
+
+
+def roc_figure(report: dict) -> go.Figure:
+    """ROC curve per model of an evaluation report (core.evaluate.evaluate's schema)."""
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                                line={"dash": "dash", "color": "#999"}))
+    for number, (name, metrics) in enumerate(report["models"].items()):
+        labels, scores = evaluation_labels_and_scores(report, name)
+        if len(set(labels.tolist())) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(labels, scores)
+        auc = metrics.get("auc")
+        auc_text = "n/a" if auc is None or (isinstance(auc, float) and math.isnan(auc)) else f"{auc:.3f}"
+        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (AUC {auc_text})",
+                                    line={"color": _PALETTE[number % len(_PALETTE)],
+                                          "width": 3 if name == ENSEMBLE else 2}))
+    figure.update_layout(height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         xaxis={"title": "false positive rate", "range": [0, 1]},
+                         yaxis={"title": "true positive rate", "range": [0, 1]})
+    return figure
+
+
+def evaluation_confusion(report: dict, model: str) -> np.ndarray:
+    """2 x 2 counts, rows true REAL/FAKE, columns predicted REAL/FAKE at 0.5 (each model's own
+    threshold after calibration)."""
+    labels, scores = evaluation_labels_and_scores(report, model)
+    return confusion_matrix(labels, (scores >= 0.5).astype(int), labels=[0, 1])
+
+
+def confusion_figure(model: str, counts: np.ndarray) -> go.Figure:
+    figure = go.Figure(go.Heatmap(
+        z=counts, x=["predicted REAL", "predicted FAKE"], y=["REAL", "FAKE"], colorscale="Blues",
+        text=counts, texttemplate="%{text}", showscale=False))
+    figure.update_layout(title=model, height=260, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         yaxis={"autorange": "reversed"})
+    return figure

@@ -1,0 +1,91 @@
+"""Analyze: upload a video, watch the stages, read the verdict, play and download the results."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+import app_cache
+import app_state
+import app_views
+from core.errors import DetectorError
+
+STAGE_TEXT = {"detect": "Finding faces in the sampled frames",
+              "classify": "Scoring the faces with each model",
+              "annotate": "Writing the annotated video"}
+
+st.title("Analyze a video")
+st.caption("Upload a clip; faces are found in evenly spaced frames, scored by each model, and "
+           "combined into one verdict. Settings are in the sidebar.")
+
+settings = app_state.session_settings(st.session_state)
+model_names = st.session_state.get(app_state.MODELS_KEY, [])
+store = app_state.result_store(st.session_state)
+
+uploaded = st.file_uploader("Video file", type=list(app_state.VIDEO_TYPES), key="analyze_upload",
+                            help=f"Up to {st.get_option('server.maxUploadSize')} MB.")
+
+if uploaded is not None:
+    try:
+        app_state.check_upload_size(uploaded.name, uploaded.size,
+                                    st.get_option("server.maxUploadSize"))
+        hashes = st.session_state.setdefault("upload_hashes", {})
+        if uploaded.file_id not in hashes:
+            hashes.clear()
+            hashes[uploaded.file_id] = app_state.content_hash(uploaded.getvalue())
+        upload = app_state.Upload(uploaded.name, uploaded.getvalue(), hashes[uploaded.file_id])
+        st.session_state[app_state.UPLOAD_KEY] = upload
+        known = store.get(app_state.result_key(upload.content_hash, settings, model_names))
+        if known is None:
+            bar = st.progress(0.0, text="Reading the video")
+            entry = app_cache.analyze_upload(
+                upload, model_names, settings,
+                progress=lambda stage, fraction: bar.progress(fraction, text=STAGE_TEXT[stage]))
+            bar.empty()
+            store.put(entry)
+    except DetectorError as error:
+        store.clear_current()
+        st.session_state.pop(app_state.UPLOAD_KEY, None)
+        st.error(str(error), icon=":material/error:")
+
+entry = store.current
+if entry is None:
+    if uploaded is None:
+        st.info("Upload a video to start (mp4, mov, avi, mkv or webm).")
+    st.stop()
+
+result = entry.result
+verdict = result.verdict
+st.subheader(entry.upload_name)
+st.markdown(app_views.verdict_card_html(
+    "Verdict" if len(result.models) == 1 else f"Verdict (ensemble of {len(result.models)} models)",
+    verdict.label, verdict.probability, persons=len(result.persons), faces=len(result.faces),
+    seconds=result.timings.get("total")), unsafe_allow_html=True)
+
+if result.no_face:
+    st.warning(f"No face found in the {len(result.sampled)} sampled frames, so there is nothing to "
+               "judge. Try more frames or a lower face confidence in the sidebar.")
+else:
+    st.plotly_chart(app_views.timeline_figure(result), key="analyze_timeline")
+    st.page_link("pages/gallery.py", label="Open the gallery of frames and faces",
+                 icon=":material/photo_library:")
+
+if entry.annotated_mp4:
+    st.video(entry.annotated_mp4, format="video/mp4")
+
+stem = Path(entry.upload_name).stem
+columns = st.columns(3)
+with columns[0]:
+    if entry.annotated_mp4:
+        st.download_button("Annotated video (MP4)", entry.annotated_mp4, f"{stem}_annotated.mp4",
+                           "video/mp4", key="download_mp4")
+with columns[1]:
+    st.download_button("Report (JSON)", result.to_json(), f"{stem}.json", "application/json",
+                       key="download_json")
+with columns[2]:
+    st.download_button("Faces (CSV)", result.faces_csv(), f"{stem}.csv", "text/csv",
+                       key="download_csv")
+
+with st.expander("Details"):
+    st.write({"video": result.video.to_dict(), "settings": result.settings.to_dict(),
+              "models": result.models, "timings (s)": {k: round(v, 3) for k, v in result.timings.items()}})

@@ -1,0 +1,76 @@
+"""Compare: the same video through every model and the ensemble, side by side."""
+from __future__ import annotations
+
+import streamlit as st
+
+import app_cache
+import app_state
+import app_views
+from core.errors import DetectorError
+from core.results import ENSEMBLE
+
+st.title("Compare models")
+store = app_state.result_store(st.session_state)
+entry = store.current
+if entry is None:
+    st.info("Analyse a video on the Analyze page first; every model's view of it appears here.")
+    st.page_link("pages/analyze.py", label="Go to Analyze", icon=":material/movie:")
+    st.stop()
+
+zoo_cards = app_cache.list_models()
+missing = [name for name in zoo_cards if name not in entry.result.models]
+upload = st.session_state.get(app_state.UPLOAD_KEY)
+if missing and upload is not None and upload.content_hash == entry.content_hash:
+    st.info(f"This analysis used {len(entry.result.models)} of the {len(zoo_cards)} models "
+            f"(not {', '.join(missing)}).")
+    if st.button(f"Analyse with all {len(zoo_cards)} models", key="compare_all"):
+        settings = app_state.session_settings(st.session_state)
+        names = list(zoo_cards)
+        known = store.get(app_state.result_key(upload.content_hash, settings, names))
+        if known is None:
+            bar = st.progress(0.0, text="Analysing with every model")
+            try:
+                store.put(app_cache.analyze_upload(
+                    upload, names, settings,
+                    progress=lambda stage, fraction: bar.progress(fraction, text=stage)))
+            except DetectorError as error:
+                st.error(str(error))
+            bar.empty()
+        entry = store.current
+
+result = entry.result
+names = [*result.models, ENSEMBLE]
+st.caption(f"{entry.upload_name}: {len(result.models)} models and their ensemble, "
+           f"{len(result.faces)} faces in {len(result.sampled)} sampled frames.")
+
+per_row = 3
+for start in range(0, len(names), per_row):
+    for column, name in zip(st.columns(per_row), names[start:start + per_row]):
+        verdict = result.verdicts[name]
+        backbone = zoo_cards[name].backbone if name in zoo_cards else "mean of the models"
+        with column:
+            st.markdown(app_views.verdict_card_html(
+                f"{name} ({backbone})", verdict.label, verdict.probability,
+                seconds=verdict.seconds), unsafe_allow_html=True)
+
+if result.no_face:
+    st.warning("No face found in this video, so no model has anything to score.")
+    st.stop()
+
+st.subheader("P(fake) over the clip")
+st.plotly_chart(app_views.timeline_figure(result, models=names, height=420), key="compare_timeline")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Agreement")
+    st.caption("Share of faces on which two models give the same label.")
+    st.plotly_chart(app_views.agreement_figure(*app_views.agreement_matrix(result)),
+                    key="compare_agreement")
+with right:
+    st.subheader("Time per model")
+    st.caption("Classifier time on this video's faces.")
+    st.plotly_chart(app_views.seconds_figure(result), key="compare_seconds")
+
+st.subheader("Validation metrics (from the model cards)")
+st.dataframe(app_views.card_rows(zoo_cards[n] for n in result.models if n in zoo_cards),
+             hide_index=True)

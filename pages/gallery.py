@@ -1,0 +1,99 @@
+"""Gallery: the sampled frames with their boxes and every face crop, filterable, with Grad-CAM."""
+from __future__ import annotations
+
+import streamlit as st
+
+import app_cache
+import app_state
+import app_views
+from core.errors import DetectorError
+from core.gradcam import gradcam, overlay
+from core.verdict import LABELS
+
+COLUMNS = 4
+
+st.title("Gallery")
+entry = app_state.result_store(st.session_state).current
+if entry is None:
+    st.info("Analyse a video on the Analyze page first; its frames and faces appear here.")
+    st.page_link("pages/analyze.py", label="Go to Analyze", icon=":material/movie:")
+    st.stop()
+
+result = entry.result
+st.caption(f"{entry.upload_name}: {len(result.stills)} sampled frames, {len(result.faces)} faces, "
+           f"{len(result.persons)} persons. Boxes and scores are from {result.primary}.")
+
+# A clicked timeline point opens its frame; the select box below does the same by hand.
+frame_choices = sorted(result.stills)
+if result.faces:
+    event = st.plotly_chart(app_views.timeline_figure(result, height=300), key="gallery_timeline",
+                            on_select="rerun", selection_mode="points")
+    clicked = app_views.clicked_frame(event)
+    # Only a new click moves the frame, so the slider stays free while a point is selected.
+    if clicked in frame_choices and st.session_state.get("gallery_clicked") != clicked:
+        st.session_state["gallery_frame"] = clicked
+    st.session_state["gallery_clicked"] = clicked
+
+if frame_choices:
+    time_of = dict(result.sampled)
+    if st.session_state.get("gallery_frame") not in frame_choices:
+        st.session_state["gallery_frame"] = frame_choices[0]
+    frame_index = st.select_slider(
+        "Frame", frame_choices, key="gallery_frame",
+        format_func=lambda i: f"{i} ({time_of.get(i, 0.0):.2f} s)")
+    st.image(result.stills[frame_index], caption=f"frame {frame_index} at "
+             f"{time_of.get(frame_index, 0.0):.2f} s", width="stretch")
+
+st.subheader("Faces")
+if result.no_face:
+    st.warning("No face found in this video.")
+    st.stop()
+
+person_ids = sorted({face.person_id for face in result.faces})
+filters = st.columns([2, 2, 2, 2])
+with filters[0]:
+    persons = st.multiselect("Persons", person_ids, default=person_ids, key="gallery_persons",
+                             format_func=lambda p: f"person {p}")
+with filters[1]:
+    labels = st.multiselect("Verdicts", list(LABELS), default=list(LABELS), key="gallery_labels")
+with filters[2]:
+    order = st.selectbox("Sort", app_views.SORT_ORDERS, key="gallery_order")
+with filters[3]:
+    heatmap_model = st.selectbox("Grad-CAM model", ["(off)", *result.models], key="gallery_gradcam",
+                                 help="Colours the parts of each face that raised this model's "
+                                      "P(fake): red most, blue least.")
+
+faces = app_views.gallery_faces(result, persons=persons, labels=labels, order=order)
+shown = faces[:st.number_input("Faces shown", 4, 400, 24, step=4, key="gallery_limit")]
+if not shown:
+    st.info("No face matches these filters.")
+    st.stop()
+
+classifier = None
+if heatmap_model != "(off)":
+    try:
+        classifier = app_cache.classifiers([heatmap_model])[0]
+    except DetectorError as error:
+        st.error(f"Grad-CAM: {error}")
+# Heatmaps are computed once per model and face of the analysis shown.
+if st.session_state.get("gallery_heatmaps_of") != entry.key:
+    st.session_state["gallery_heatmaps_of"] = entry.key
+    st.session_state["gallery_heatmaps"] = {}
+heatmaps = st.session_state["gallery_heatmaps"]
+
+for row_start in range(0, len(shown), COLUMNS):
+    for column, face in zip(st.columns(COLUMNS), shown[row_start:row_start + COLUMNS]):
+        crop = result.crops.get((face.frame_index, face.person_id))
+        if crop is None:
+            continue
+        if classifier is not None:
+            key = (heatmap_model, face.frame_index, face.person_id)
+            if key not in heatmaps:
+                heatmaps[key] = gradcam(classifier, crop)
+            crop = overlay(crop, heatmaps[key])
+        with column:
+            st.image(crop, width="stretch",
+                     caption=f"person {face.person_id} · frame {face.frame_index} · "
+                             f"{face.time:.2f} s · {face.label} {face.score:.2f}")
+if len(faces) > len(shown):
+    st.caption(f"{len(faces) - len(shown)} more faces match; raise 'Faces shown' to see them.")

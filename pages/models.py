@@ -1,0 +1,111 @@
+"""Models: the zoo's cards, an evaluation on a labelled set on the server, and .h5 import."""
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+import app_cache
+import app_state
+import app_views
+from core.backbones import BACKBONES, PREPROCESSING_MODES
+from core.errors import DetectorError
+from core.evaluate import evaluate, load_labels
+from core.h5_import import import_h5
+from core.pipeline import analyze_video
+
+st.title("Models")
+models_dir = app_cache.models_dir()
+
+flash = st.session_state.pop("models_flash", None)
+if flash:
+    st.success(flash)
+
+cards = app_cache.list_models()
+head = st.columns([4, 1])
+head[0].caption(f"{len(cards)} models in {models_dir}")
+if head[1].button("Refresh", key="models_refresh", help="Read the models folder again."):
+    app_cache.forget_model_listing()
+    st.rerun()
+
+if cards:
+    st.dataframe(app_views.card_rows(cards.values()), hide_index=True)
+    for card in cards.values():
+        with st.expander(f"{card.name} card"):
+            st.json(card.to_dict(), expanded=False)
+            if card.notes:
+                st.caption(card.notes)
+else:
+    st.warning("No models yet: train one (python -m core train) or import an .h5 below.")
+
+st.header("Evaluate on a labelled set")
+st.caption("A CSV with path,label columns (paths relative to it) or a DFDC folder with "
+           "metadata.json, on the server. Uses the models and settings of the sidebar.")
+source = st.text_input("Labels CSV or DFDC folder", key="evaluate_source",
+                       placeholder="/data/labels.csv")
+split = st.text_input("Split (optional)", key="evaluate_split",
+                      help="Keep only rows whose 'split' column has this value.")
+if st.button("Evaluate", key="evaluate_run", disabled=not source.strip()):
+    settings = app_state.session_settings(st.session_state)
+    names = st.session_state.get(app_state.MODELS_KEY, [])
+    try:
+        videos = load_labels(source.strip(), split=split.strip() or None)
+        loaded = app_cache.classifiers(names)
+        face_detector = app_cache.detector(settings)
+        bar = st.progress(0.0, text=f"0 of {len(videos)} videos")
+        report = evaluate(
+            videos,
+            lambda path: analyze_video(path, face_detector, loaded, settings, keep_images=False),
+            [c.name for c in loaded],
+            on_video=lambda done, total, video: bar.progress(
+                done / total, text=f"{done} of {total} videos ({video.path.name})"))
+        bar.empty()
+        st.session_state["evaluation"] = {"source": source.strip(), "report": report}
+    except DetectorError as error:
+        st.error(str(error))
+
+evaluation = st.session_state.get("evaluation")
+if evaluation:
+    report = evaluation["report"]
+    st.subheader(f"{evaluation['source']}: {len(report['videos'])} videos, {report['seconds']:.0f} s")
+    st.dataframe([{"model": name, **{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                     for k, v in metrics.items()}}
+                  for name, metrics in report["models"].items()], hide_index=True)
+    st.plotly_chart(app_views.roc_figure(report), key="evaluate_roc")
+    names = list(report["models"])
+    for start in range(0, len(names), 3):
+        for column, name in zip(st.columns(3), names[start:start + 3]):
+            with column:
+                st.plotly_chart(app_views.confusion_figure(
+                    name, app_views.evaluation_confusion(report, name)), key=f"evaluate_cm_{name}")
+
+st.header("Import an origin-project .h5")
+st.caption("The weights are copied into our own architecture for the backbone; nothing in the "
+           "file is executed.")
+h5_file = st.file_uploader("Keras 2 .h5 model or weights", type=["h5"], key="import_h5_file")
+if h5_file is not None and st.session_state.get("import_name_from") != h5_file.file_id:
+    # A new file proposes its own name; the person may still change it.
+    st.session_state["import_name_from"] = h5_file.file_id
+    st.session_state["import_name"] = Path(h5_file.name).stem
+options = st.columns(4)
+backbone = options[0].selectbox("Backbone", list(BACKBONES), key="import_backbone")
+name = options[1].text_input("Model name", key="import_name")
+input_size = options[2].number_input("Input size (px)", 32, 600, 224, key="import_input_size")
+preprocessing = options[3].selectbox("Preprocessing", PREPROCESSING_MODES,
+                                     index=PREPROCESSING_MODES.index("raw"), key="import_preprocessing",
+                                     help="raw: the origin models took RGB [0, 255] as is.")
+if st.button("Import", key="import_run", disabled=h5_file is None or not name.strip()):
+    try:
+        with st.spinner(f"Importing {h5_file.name} as {name.strip()}..."), \
+                tempfile.TemporaryDirectory(prefix="deepfake-h5-") as folder:
+            h5_path = Path(folder) / Path(h5_file.name).name
+            h5_path.write_bytes(h5_file.getvalue())
+            card = import_h5(h5_path, backbone, name.strip(), models_dir,
+                             input_size=int(input_size), preprocessing=preprocessing)
+        app_cache.forget_model_listing()
+        st.session_state["models_flash"] = f"Imported {card.name} ({card.backbone}, {card.params:,} parameters)."
+        st.rerun()
+    except (DetectorError, ValueError) as error:
+        st.error(str(error))

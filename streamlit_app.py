@@ -1,0 +1,60 @@
+"""Entry point: page config, navigation over pages/, and the sidebar whose settings every page uses."""
+from __future__ import annotations
+
+import streamlit as st
+
+import app_cache
+import app_state
+from core.settings import AnalysisSettings
+from core.verdict import RULES
+
+st.set_page_config(page_title="Deepfake detector", page_icon=":material/face_retouching_off:",
+                   layout="wide")
+
+PAGES = [
+    st.Page("pages/analyze.py", title="Analyze", icon=":material/movie:", default=True),
+    st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
+    st.Page("pages/live.py", title="Live", icon=":material/videocam:"),
+]
+page = st.navigation(PAGES)
+
+RULE_HELP = {
+    "confident": "the DFDC winner's rule: a few confidently fake frames outweigh many unsure ones",
+    "mean": "plain mean of the frame scores (the origin project's rule)",
+    "fakest_face": "per frame the most suspicious face, then the mean over frames",
+}
+defaults = AnalysisSettings()
+
+with st.sidebar:
+    st.header("Settings")
+    available = list(app_cache.list_models())
+    selected: list[str] = []
+    if available:
+        selected = st.multiselect("Models", available, default=available, key="sidebar_models",
+                       help="The ensemble is the mean of the chosen models' calibrated scores.")
+    else:
+        st.warning(f"No models in {app_cache.models_dir()}. Import one on the Models page.")
+    frames = st.slider("Frames to sample", 4, 96, defaults.frames, step=4, key="sidebar_frames",
+                       help="Evenly spaced over the whole clip.")
+    rule = st.selectbox("Aggregation rule", RULES, index=RULES.index(defaults.rule),
+                        key="sidebar_rule", format_func=lambda r: r.replace("_", " "),
+                        help="; ".join(f"{r}: {text}" for r, text in RULE_HELP.items()))
+    band = st.slider("Uncertain band around 0.5", 0.0, 0.3, defaults.band, step=0.01,
+                     key="sidebar_band", help="Scores within this distance of 0.5 are UNCERTAIN.")
+    with st.expander("Face detector"):
+        min_confidence = st.slider("Minimum face confidence", 0.50, 0.99, defaults.min_confidence,
+                                   step=0.01, key="sidebar_min_confidence")
+        detect_long_side = st.select_slider("Detection image long side (px)",
+                                            [320, 480, 640, 960, 1280], defaults.detect_long_side,
+                                            key="sidebar_detect_long_side")
+        min_face_size = st.slider("Smallest face (px)", 20, 160, defaults.min_face_size, step=4,
+                                  key="sidebar_min_face_size")
+
+st.session_state[app_state.SETTINGS_KEY] = AnalysisSettings(
+    frames=frames, rule=rule, band=band, min_confidence=min_confidence,
+    detect_long_side=detect_long_side, min_face_size=min_face_size)
+st.session_state[app_state.MODELS_KEY] = list(selected)
+
+page.run()

@@ -1,0 +1,435 @@
+"""The Streamlit app through AppTest: real uploads of generated clips, the real detector and tiny real
+models of all five backbones; plus the app's plain-Python state and view helpers on real results."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from streamlit import config as st_config
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+import app_state
+import app_views
+from app_cache import MODELS_DIR_ENV
+from core.errors import VideoError
+from core.results import ENSEMBLE
+from core.settings import AnalysisSettings
+from core.video import probe
+from tests.fixtures import make_blank_clip, make_face_clip, make_text_file, make_truncated_mp4
+
+APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+FRAMES = 8
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module", autouse=True)
+def navigation_only_pages():
+    """AppTest (1.67) resets PagesManager.uses_pages_directory before every run, and with a pages/
+    folder beside the script that turns on the old pages-folder mode: reruns then execute the page
+    file alone, without the entry script and its sidebar. Under `streamlit run` the first
+    st.navigation call switches that mode off for good; this does the same for AppTest."""
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init
+    yield
+    PagesManager.__init__ = original
+
+
+@pytest.fixture(scope="module")
+def models_dir(tiny_models_dir, tmp_path_factory):
+    """A private copy of the five tiny models (the import test adds to it)."""
+    folder = tmp_path_factory.mktemp("app_models")
+    for path in tiny_models_dir.iterdir():
+        shutil.copy2(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def models_env(models_dir):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(MODELS_DIR_ENV, str(models_dir))
+        yield
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    return {
+        "face": make_face_clip(folder / "face.mp4", frames=24, size=(320, 240), face_size=120),
+        "blank": make_blank_clip(folder / "blank.mp4", frames=12),
+        "truncated": make_truncated_mp4(folder / "truncated.mp4"),
+        "text": make_text_file(folder / "notes.mp4"),
+    }
+
+
+def new_app(frames: int = FRAMES) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    at.sidebar.slider(key="sidebar_frames").set_value(frames)
+    return at.run()
+
+
+def upload(at: AppTest, path: Path, name: str | None = None) -> AppTest:
+    at.file_uploader(key="analyze_upload").set_value((name or path.name, path.read_bytes(), "video/mp4"))
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def upload_dirs() -> list[Path]:
+    return sorted(Path(tempfile.gettempdir()).glob("deepfake-upload-*"))
+
+
+@pytest.fixture(scope="module")
+def analysed(clips):
+    """One session that analysed the face clip with all five models; tests walk its pages."""
+    at = new_app()
+    before = upload_dirs()
+    upload(at, clips["face"])
+    assert upload_dirs() == before      # the upload's temporary folder is gone
+    return at
+
+
+def current(at: AppTest) -> app_state.StoredAnalysis:
+    return at.session_state[app_state.STORE_KEY].current
+
+
+def card_markdown(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if "P(fake)" in m.value or "NO FACE" in m.value]
+
+
+def test_sidebar_settings_reach_the_analysis(analysed):
+    settings = analysed.session_state[app_state.SETTINGS_KEY]
+    assert settings.frames == FRAMES
+    result = current(analysed).result
+    assert result.settings == settings
+    assert len(result.sampled) == FRAMES
+    assert sorted(analysed.sidebar.multiselect(key="sidebar_models").value) == sorted(result.models)
+    assert len(result.models) == 5
+
+
+def test_analyze_shows_verdict_card_timeline_video_and_downloads(analysed):
+    result = current(analysed).result
+    [card] = card_markdown(analysed)
+    verdict = result.verdict
+    assert verdict.model == ENSEMBLE and verdict.label in ("REAL", "FAKE", "UNCERTAIN")
+    assert f">{verdict.label}<" in card
+    assert f"P(fake) {verdict.probability:.2f}" in card
+    assert f"{len(result.persons)} person" in card and f"{len(result.faces)} faces" in card
+    assert app_views.LABEL_COLOURS[verdict.label] in card
+    assert len(result.persons) == 1 and len(result.faces) == FRAMES
+    assert len(analysed.get("plotly_chart")) == 1
+    assert len(analysed.get("video")) == 1
+    assert len(analysed.get("download_button")) == 3
+
+
+def test_annotated_video_is_kept_in_memory_as_playable_h264(analysed):
+    entry = current(analysed)
+    assert entry.result.annotated_video is None        # its file is gone with the request
+    assert entry.result.video.path == "face.mp4"
+    with av.open(io.BytesIO(entry.annotated_mp4)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        frames = sum(1 for _ in container.decode(stream))
+    assert frames == 24
+    report = json.loads(entry.result.to_json())
+    assert report["verdict"]["label"] == entry.result.verdict.label
+    assert entry.result.faces_csv().count("\n") == 1 + FRAMES
+
+
+def test_pages_reuse_the_analysis_instead_of_recomputing(analysed):
+    entry = current(analysed)
+    analysed.switch_page("pages/compare.py").run()
+    analysed.switch_page("pages/analyze.py").run()
+    assert not analysed.exception
+    assert current(analysed) is entry
+    assert len(analysed.session_state[app_state.STORE_KEY]) == 1
+    assert card_markdown(analysed)      # shown again from the store, with no upload on the page
+
+
+def test_gallery_shows_stills_and_crops_and_opens_a_frame(analysed):
+    analysed.switch_page("pages/gallery.py").run()
+    assert not analysed.exception
+    result = current(analysed).result
+    captions = [c for image in analysed.get("image") for c in image.captions]
+    frame_captions = [c for c in captions if c.startswith("frame ")]
+    face_captions = [c for c in captions if c.startswith("person ")]
+    assert len(frame_captions) == 1 and len(face_captions) == FRAMES
+    assert len(analysed.get("plotly_chart")) == 1                  # the clickable timeline
+    # Fakest first: the captions' scores do not increase.
+    scores = [float(c.rsplit(" ", 1)[1]) for c in face_captions]
+    assert scores == sorted(scores, reverse=True)
+
+    last = max(result.stills)
+    analysed.select_slider(key="gallery_frame").set_value(last).run()
+    frame_caption = [c for image in analysed.get("image") for c in image.captions
+                     if c.startswith("frame ")]
+    assert frame_caption[0].startswith(f"frame {last} at")
+
+
+def test_a_point_clicked_on_the_timeline_opens_its_frame(analysed):
+    analysed.switch_page("pages/gallery.py").run()
+    result = current(analysed).result
+    [trace] = app_views.timeline_figure(result).data
+    index = 2
+    frame_index, person_id = trace.customdata[index]
+    assert frame_index != analysed.select_slider(key="gallery_frame").value
+    # The selection state the browser sends for a click on that point of the chart.
+    analysed.session_state["gallery_timeline"] = {"selection": {
+        "points": [{"curve_number": 0, "point_number": index, "point_index": index,
+                    "x": trace.x[index], "y": trace.y[index],
+                    "customdata": [int(frame_index), int(person_id)]}],
+        "point_indices": [index], "box": [], "lasso": []}}
+    analysed.run()
+    assert not analysed.exception, analysed.exception
+    frame_caption = [c for image in analysed.get("image") for c in image.captions
+                     if c.startswith("frame ")]
+    assert frame_caption == [f"frame {frame_index} at {dict(result.sampled)[frame_index]:.2f} s"]
+
+
+def test_gallery_filters_by_verdict(analysed):
+    analysed.switch_page("pages/gallery.py").run()
+    result = current(analysed).result
+    wanted = app_views.gallery_faces(result)[0].label
+    analysed.multiselect(key="gallery_labels").set_value([wanted]).run()
+    face_captions = [c for image in analysed.get("image") for c in image.captions
+                     if c.startswith("person ")]
+    expected = sum(1 for face in app_views.gallery_faces(result) if face.label == wanted)
+    assert len(face_captions) == expected
+    assert all(f"{wanted} " in c for c in face_captions)
+    analysed.multiselect(key="gallery_labels").set_value(["REAL", "FAKE", "UNCERTAIN"]).run()
+
+
+def test_gallery_grad_cam_colours_each_face(analysed):
+    analysed.switch_page("pages/gallery.py").run()
+    model = current(analysed).result.models[0]
+    analysed.selectbox(key="gallery_gradcam").set_value(model).run()
+    assert not analysed.exception, analysed.exception
+    heatmaps = analysed.session_state["gallery_heatmaps"]
+    assert len(heatmaps) == FRAMES
+    for (name, _, _), heatmap in heatmaps.items():
+        assert name == model
+        assert heatmap.shape == (160, 160)
+        assert 0.0 <= heatmap.min() and heatmap.max() <= 1.0
+    analysed.selectbox(key="gallery_gradcam").set_value("(off)").run()
+
+
+def test_compare_shows_five_models_and_the_ensemble(analysed):
+    analysed.switch_page("pages/compare.py").run()
+    assert not analysed.exception
+    result = current(analysed).result
+    cards = card_markdown(analysed)
+    assert len(cards) == 6
+    for name in [*result.models, ENSEMBLE]:
+        verdict = result.verdicts[name]
+        [card] = [c for c in cards if f">{name} (" in c]
+        assert f">{verdict.label}<" in card and f"P(fake) {verdict.probability:.2f}" in card
+    assert len(analysed.get("plotly_chart")) == 3        # timelines, agreement, time per model
+    [metrics] = analysed.dataframe
+    assert sorted(metrics.value["name"]) == sorted(result.models)
+    assert list(metrics.value["val_video_auc"]) == [0.5] * 5
+
+
+def test_compare_runs_all_models_when_the_sidebar_chose_fewer(clips):
+    at = new_app()
+    chosen = at.sidebar.multiselect(key="sidebar_models").value[:2]
+    at.sidebar.multiselect(key="sidebar_models").set_value(chosen).run()
+    upload(at, clips["face"])
+    assert current(at).result.models == chosen
+    at.switch_page("pages/compare.py").run()
+    assert len(card_markdown(at)) == 3
+    at.button(key="compare_all").click().run()
+    assert not at.exception, at.exception
+    assert len(current(at).result.models) == 5
+    assert len(card_markdown(at)) == 6
+    assert len(at.session_state[app_state.STORE_KEY]) == 2
+
+
+def test_models_lists_the_cards(analysed, models_dir):
+    analysed.switch_page("pages/models.py").run()
+    assert not analysed.exception
+    table = analysed.dataframe[0].value
+    assert sorted(table["name"]) == sorted(p.stem for p in models_dir.glob("*.keras"))
+    assert set(table["backbone"]) == {"efficientnetb7", "inceptionresnetv2", "inceptionv3",
+                                      "resnet50", "vgg16"}
+
+
+def test_models_evaluates_a_labelled_csv(analysed, clips, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,label\n{clips['face']},FAKE\n{clips['blank']},REAL\n")
+    analysed.switch_page("pages/models.py").run()
+    analysed.text_input(key="evaluate_source").set_value(str(labels)).run()
+    analysed.button(key="evaluate_run").click().run()
+    assert not analysed.exception, analysed.exception
+    report = analysed.session_state["evaluation"]["report"]
+    assert [v["label"] for v in report["videos"]] == [1, 0]
+    assert report["models"][ENSEMBLE]["no_face"] == 1
+    assert len(analysed.get("plotly_chart")) == 1 + 6     # ROC, one confusion matrix per model
+    counts = app_views.evaluation_confusion(report, ENSEMBLE)
+    assert counts.sum() == 2 and counts[0].sum() == 1 and counts[1].sum() == 1
+
+
+def test_corrupt_upload_shows_its_message_then_a_good_upload_works(clips):
+    at = new_app()
+    upload(at, clips["truncated"])
+    with pytest.raises(VideoError) as expected:
+        probe(clips["truncated"])
+    [error] = at.error
+    assert error.value == str(expected.value)
+    assert error.value.startswith("truncated.mp4 ")
+    assert current(at) is None and not card_markdown(at)
+
+    before = upload_dirs()
+    upload(at, clips["face"])
+    assert not at.error
+    assert len(card_markdown(at)) == 1 and len(at.get("plotly_chart")) == 1
+    assert upload_dirs() == before
+
+
+def test_text_renamed_to_mp4_is_refused(clips):
+    at = new_app()
+    upload(at, clips["text"])
+    [error] = at.error
+    with pytest.raises(VideoError) as expected:
+        probe(clips["text"])
+    assert error.value == str(expected.value) and "notes.mp4" in error.value
+
+
+def test_clip_without_a_face_says_so(clips):
+    at = new_app()
+    upload(at, clips["blank"])
+    assert any("No face found" in w.value for w in at.warning)
+    [card] = card_markdown(at)
+    assert ">NO FACE<" in card
+    assert not at.get("plotly_chart")
+    at.switch_page("pages/gallery.py").run()
+    assert not at.exception
+    assert any("No face found" in w.value for w in at.warning)
+
+
+def test_file_over_the_upload_limit_is_refused(clips):
+    at = new_app()
+    limit = st_config.get_option("server.maxUploadSize")
+    st_config.set_option("server.maxUploadSize", 1)
+    try:
+        at.file_uploader(key="analyze_upload").set_value(
+            ("huge.mp4", clips["face"].read_bytes() + bytes(1024 * 1024), "video/mp4"))
+        at.run()
+    finally:
+        st_config.set_option("server.maxUploadSize", limit)
+    [error] = at.error
+    assert error.value.startswith("huge.mp4 is 1.") and error.value.endswith("the limit is 1 MB")
+    assert current(at) is None
+
+
+def test_importing_an_h5_adds_the_model_everywhere(models_dir, tmp_path):
+    import keras
+
+    from core.backbones import build_classifier
+
+    keras.utils.set_random_seed(5)
+    origin = build_classifier("vgg16", input_size=32, preprocessing="raw")
+    h5_path = tmp_path / "origin_vgg.h5"
+    origin.save(h5_path)                   # the Keras 2 HDF5 layout the origin project wrote
+
+    at = new_app()
+    at.switch_page("pages/models.py").run()
+    at.file_uploader(key="import_h5_file").set_value(
+        ("origin_vgg.h5", h5_path.read_bytes(), "application/x-hdf5")).run()
+    assert at.text_input(key="import_name").value == "origin_vgg"
+    at.selectbox(key="import_backbone").set_value("vgg16")
+    at.number_input(key="import_input_size").set_value(32)
+    at.button(key="import_run").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert any("Imported origin_vgg" in s.value for s in at.success)
+    assert (models_dir / "origin_vgg.keras").is_file()
+    assert "origin_vgg" in list(at.dataframe[0].value["name"])
+    assert "origin_vgg" in at.sidebar.multiselect(key="sidebar_models").options
+    (models_dir / "origin_vgg.keras").unlink()
+    (models_dir / "origin_vgg.json").unlink()
+
+
+def test_bad_h5_shows_its_message(tmp_path):
+    at = new_app()
+    at.switch_page("pages/models.py").run()
+    at.file_uploader(key="import_h5_file").set_value(
+        ("notes.h5", b"not hdf5 at all", "application/x-hdf5")).run()
+    at.button(key="import_run").click().run()
+    [error] = at.error
+    assert "is not an HDF5 file" in error.value
+
+
+# Plain-Python parts, on real results.
+
+def test_safe_file_name_keeps_the_name_people_know():
+    assert app_state.safe_file_name("My clip (1).MP4") == "My_clip_1.mp4"
+    assert app_state.safe_file_name("../../etc/passwd") == "passwd.mp4"
+    assert app_state.safe_file_name("...") == "upload.mp4"
+
+
+def test_result_key_changes_with_content_settings_and_models():
+    base = app_state.result_key("abc", AnalysisSettings(frames=8), ["a", "b"])
+    assert base == app_state.result_key("abc", AnalysisSettings(frames=8), ["a", "b"])
+    assert base != app_state.result_key("abd", AnalysisSettings(frames=8), ["a", "b"])
+    assert base != app_state.result_key("abc", AnalysisSettings(frames=16), ["a", "b"])
+    assert base != app_state.result_key("abc", AnalysisSettings(frames=8), ["a"])
+
+
+def test_result_store_keeps_the_most_recent(analysed):
+    entry = current(analysed)
+    store = app_state.ResultStore(capacity=2)
+    copies = [app_state.StoredAnalysis(f"k{i}", "x.mp4", "h", entry.result, None) for i in range(3)]
+    for copy in copies:
+        store.put(copy)
+    assert len(store) == 2 and store.get("k0") is None
+    assert store.current is copies[2]
+    assert store.get("k1") is copies[1] and store.current is copies[1]
+    store.clear_current()
+    assert store.current is None
+
+
+def test_analyze_upload_removes_its_folder_when_the_video_is_broken(clips):
+    upload = app_state.Upload("t.mp4", clips["truncated"].read_bytes(), "h")
+    seen = []
+
+    def analyze(path, **options):
+        seen.append(Path(path))
+        probe(path)
+
+    with pytest.raises(VideoError):
+        app_state.analyze_upload(upload, analyze, AnalysisSettings(), ["m"])
+    assert seen and not seen[0].parent.exists()
+
+
+def test_agreement_matrix_counts_same_labels(analysed):
+    result = current(analysed).result
+    names, matrix = app_views.agreement_matrix(result)
+    assert names == [*result.models, ENSEMBLE]
+    assert np.allclose(np.diag(matrix), 1.0) and np.allclose(matrix, matrix.T)
+    from core.verdict import label_for
+
+    a, b = names[0], names[-1]
+    same = np.mean([label_for(f.scores[a], result.settings.band)
+                    == label_for(f.scores[b], result.settings.band) for f in result.faces])
+    assert matrix[0, -1] == pytest.approx(same)
+
+
+def test_gallery_faces_filter_and_sort(analysed):
+    result = current(analysed).result
+    by_time = app_views.gallery_faces(result, order="by time")
+    assert [f.time for f in by_time] == sorted(f.time for f in result.faces)
+    assert app_views.gallery_faces(result, persons=[999]) == []
+    fakest = app_views.gallery_faces(result, model=result.models[0])
+    assert fakest[0].score == max(f.scores[result.models[0]] for f in result.faces)
