@@ -164,6 +164,34 @@ def cmd_models_import_h5(args) -> int:
     return 0
 
 
+def cmd_models_record_eval(args) -> int:
+    from .zoo import DEFAULT_MODELS_DIR, record_evaluation
+
+    results = json.loads(args.results.read_text())
+    names = record_evaluation(results, args.models_dir or DEFAULT_MODELS_DIR)
+    print(f"recorded the evaluation in the cards of {', '.join(names) or 'no model'}")
+    return 0
+
+
+def cmd_models_check_quality(args) -> int:
+    from .zoo import DEFAULT_MODELS_DIR, quality_regressions
+
+    results = json.loads(args.results.read_text())
+    problems = quality_regressions(results, args.models_dir or DEFAULT_MODELS_DIR, args.tolerance)
+    for problem in problems:
+        print(f"quality gate: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"quality gate: ensemble val AUC {results['models']['ensemble']['auc']:.4f} holds")
+    return 1 if problems else 0
+
+
+def cmd_models_table(args) -> int:
+    from .zoo import DEFAULT_MODELS_DIR, zoo_markdown
+
+    print(zoo_markdown(args.models_dir or DEFAULT_MODELS_DIR))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Deepfake video detector")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -196,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="what the source model expected in front of its backbone (default raw [0,255])")
     importer.add_argument("--models-dir", type=Path, default=None)
     importer.set_defaults(run=cmd_models_import_h5)
+
+    record = model_commands.add_parser("record-eval", help="write an evaluate results JSON into the cards")
+    record.add_argument("results", type=Path)
+    record.add_argument("--models-dir", type=Path, default=None)
+    record.set_defaults(run=cmd_models_record_eval)
+    check = model_commands.add_parser("check-quality",
+                                      help="fail if the ensemble AUC fell below the cards' value")
+    check.add_argument("results", type=Path)
+    check.add_argument("--tolerance", type=float, default=0.02)
+    check.add_argument("--models-dir", type=Path, default=None)
+    check.set_defaults(run=cmd_models_check_quality)
+    table = model_commands.add_parser("table", help="the model zoo table (markdown) from the cards")
+    table.add_argument("--models-dir", type=Path, default=None)
+    table.set_defaults(run=cmd_models_table)
 
     for register in _EXTRA_COMMANDS:
         register(commands)

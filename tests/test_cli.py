@@ -131,3 +131,33 @@ def test_module_entry_point_help():
     assert done.returncode == 0
     for command in ("analyze", "evaluate", "models"):
         assert command in done.stdout
+
+
+def test_record_eval_table_and_quality_gate(tmp_path, capsys):
+    from tests.conftest import make_tiny_model
+
+    make_tiny_model(tmp_path, "vgg16")
+    results = {"models": {"tiny_vgg16": {"auc": 0.8, "log_loss": 0.5, "accuracy": 0.75, "videos": 4,
+                                         "no_face": 0},
+                          "ensemble": {"auc": 0.9, "log_loss": 0.4, "accuracy": 0.75, "videos": 4,
+                                       "no_face": 0}},
+               "videos": [], "seconds": 1.0}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    sha_before = json.loads((tmp_path / "tiny_vgg16.json").read_text())["sha256"]
+    assert main(["models", "record-eval", str(path), "--models-dir", str(tmp_path)]) == 0
+    card = json.loads((tmp_path / "tiny_vgg16.json").read_text())
+    assert card["metrics"]["pipeline_val_video_auc"] == 0.8
+    assert card["metrics"]["ensemble_val_video_auc"] == 0.9
+    assert card["sha256"] == sha_before
+    assert main(["models", "table", "--models-dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "| tiny_vgg16 | vgg16 | block2_pool | 64 |" in table and "| 0.800 |" in table
+    # Within the tolerance passes; more than 0.02 below the recorded ensemble AUC fails.
+    results["models"]["ensemble"]["auc"] = 0.885
+    path.write_text(json.dumps(results))
+    assert main(["models", "check-quality", str(path), "--models-dir", str(tmp_path)]) == 0
+    results["models"]["ensemble"]["auc"] = 0.87
+    path.write_text(json.dumps(results))
+    assert main(["models", "check-quality", str(path), "--models-dir", str(tmp_path)]) == 1
+    assert "more than 0.02 below" in capsys.readouterr().err
