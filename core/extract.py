@@ -25,7 +25,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import atomic
 from .errors import VideoError
 from .faces import KEYPOINT_NAMES, Detection, FaceDetector, square_crop
 from .settings import AnalysisSettings
@@ -162,19 +162,6 @@ def _group_of(task: VideoTask) -> str:
     return task.video_id
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _csv_text(rows: list[dict], columns: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -263,9 +250,9 @@ def _run_task(task: VideoTask) -> tuple[str, str, int, str]:
         message = str(error).splitlines()[0] if str(error) else ""
         if not isinstance(error, VideoError):
             message = f"{type(error).__name__}: {message}"
-        _atomic_write_text(parts / f"{task.video_id}.failed", f"{task.path}\t{message}\n")
+        atomic.write_text(parts / f"{task.video_id}.failed", f"{task.path}\t{message}\n")
         return task.video_id, "failed", 0, message
-    _atomic_write_text(parts / f"{task.video_id}.csv", _csv_text(rows, INDEX_COLUMNS))
+    atomic.write_text(parts / f"{task.video_id}.csv", _csv_text(rows, INDEX_COLUMNS))
     return task.video_id, "done", len(rows), ""
 
 
@@ -282,14 +269,14 @@ def _check_settings(out_dir: Path, settings: ExtractSettings) -> None:
                 f"{out_dir} holds faces extracted with other settings ({', '.join(changed)}); "
                 "use a new --out folder or the same settings")
     else:
-        _atomic_write_text(recorded, json.dumps(wanted, indent=2) + "\n")
+        atomic.write_text(recorded, json.dumps(wanted, indent=2) + "\n")
 
 
 def _write_if_changed(path: Path, text: str) -> None:
     # A resumed run that found nothing new leaves every file as it was (mtimes included).
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
-    _atomic_write_text(path, text)
+    atomic.write_text(path, text)
 
 
 def tasks_from_labels(labels: str | Path, split: str | None = None) -> list[VideoTask]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,6 +15,7 @@ import numpy as np
 import keras
 
 from core import backbones  # registers the custom preprocessing layer for safe_mode loading
+from core import atomic
 from core.errors import ChecksumMismatchError, ModelError, ModelNotFoundError
 
 PREDICT_BATCH = 32
@@ -71,7 +70,7 @@ class ModelCard:
 
     def save(self, path=None) -> Path:
         path = Path(path or self.card_path)
-        _atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8"))
+        atomic.write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         self.card_path = path
         return path
 
@@ -80,19 +79,6 @@ class ModelCard:
         if self.card_path is None:
             raise ModelError(f"model card {self.name!r} has no location; load it from its JSON file")
         return self.card_path.parent / self.file
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def file_sha256(path) -> str:
@@ -144,15 +130,8 @@ def save_model(model: keras.Model, path, **card_fields) -> ModelCard:
     card_fields.setdefault("depth", parsed[1])
     card_fields.setdefault("preprocessing", _preprocessing_of(model) or "none")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-    os.close(fd)
-    try:
+    with atomic.atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
     card = ModelCard(
         name=name,

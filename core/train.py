@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import atomic
 from .augment import AugmentSettings, augment
 from .extract import read_index
 from .sbi import self_blend
@@ -286,40 +285,6 @@ def predict_faces(model, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
 
 # --- the run ---------------------------------------------------------------------------------
 
-def _atomic_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_save_model(model, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_save_weights(model, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".best.", suffix=".weights.h5")
-    os.close(fd)
-    try:
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _set_policy(mixed_bf16: bool) -> None:
     import keras
 
@@ -375,13 +340,15 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
             state["history"].append(entry)
             if is_better(metrics, state["best"]):
                 state["best"], state["best_epoch"], state["wait"] = metrics, epoch + 1, 0
-                _atomic_save_weights(self.model, run_dir / "best.weights.h5")
+                with atomic.atomic_path(run_dir / "best.weights.h5", suffix=".weights.h5") as tmp:
+                    self.model.save_weights(tmp, overwrite=True)
             else:
                 state["wait"] += 1
             state["epoch"] = epoch + 1
             state["seconds"] = state["seconds_before"] + time.monotonic() - started
-            _atomic_save_model(self.model, run_dir / "last.keras")
-            _atomic_json(run_dir / "state.json", state)
+            with atomic.atomic_path(run_dir / "last.keras") as tmp:
+                self.model.save(tmp)
+            atomic.write_text(run_dir / "state.json", json.dumps(state, indent=2))
             print(f"epoch {epoch + 1}: loss {logs.get('loss', math.nan):.4f} "
                   f"val face AUC {metrics['face_auc']:.4f} video AUC {metrics['video_auc']:.4f} "
                   f"video log loss {metrics['video_log_loss']:.4f}"

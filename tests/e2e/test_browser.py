@@ -1,0 +1,170 @@
+"""End to end: the real app under `streamlit run`, driven through Chromium as a person would use it.
+Each page's screenshot is saved to docs/screenshots/ for the README."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.e2e.conftest import wait_for_app
+from tests.fixtures import make_face_clip, make_truncated_mp4
+
+pytestmark = pytest.mark.e2e
+
+MODELS = ("tiny_efficientnetb7", "tiny_inceptionresnetv2", "tiny_inceptionv3", "tiny_resnet50",
+          "tiny_vgg16")
+CLIP_SIZE = (320, 240)
+VERDICT_TITLE = f"Verdict (ensemble of {len(MODELS)} models)"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uploads")
+    return {
+        "one_face": make_face_clip(folder / "one_face.mp4", frames=24, size=CLIP_SIZE,
+                                   face_size=120),
+        "two_faces": make_face_clip(folder / "two_faces.mp4", frames=24, size=(640, 360),
+                                    faces=2, face_size=140),
+        "truncated": make_truncated_mp4(folder / "truncated.mp4"),
+    }
+
+
+def upload(page, path) -> None:
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(path))
+
+
+def verdict_card(page):
+    """The verdict card's text, once the analysis has finished."""
+    title = page.get_by_text(VERDICT_TITLE, exact=True)
+    title.wait_for()
+    return title.locator("xpath=..").inner_text()
+
+
+def open_page(page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    page.get_by_role("heading", name=re.compile(title)).first.wait_for()
+    wait_for_app(page)
+
+
+@pytest.fixture(scope="module")
+def analysed(browser, app_server, clips):
+    """One browser session that has analysed the one-face clip; Analyze, Gallery, Compare and
+    Models are checked on it in turn, as a person would move through the app."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(240_000)
+    page = context.new_page()
+    page.goto(app_server)
+    wait_for_app(page)
+    upload(page, clips["one_face"])
+    card = verdict_card(page)
+    yield page, card
+    context.close()
+
+
+def test_upload_shows_the_verdict_card_and_the_annotated_video(analysed, screenshots):
+    page, card = analysed
+    assert re.search(r"\b(REAL|FAKE|UNCERTAIN)\b", card), card
+    assert re.search(r"P\(fake\) [01]\.\d\d", card), card
+    assert "1 person" in card and re.search(r"\b\d+ faces\b", card), card
+
+    video = page.locator("video").first
+    video.wait_for()
+    video.scroll_into_view_if_needed()
+    page.wait_for_function("() => document.querySelector('video').readyState === 4")
+    size = page.evaluate("() => { const v = document.querySelector('video');"
+                         " return [v.videoWidth, v.videoHeight]; }")
+    assert size == list(CLIP_SIZE)
+    page.screenshot(path=str(screenshots / "analyze.png"), full_page=True)
+
+
+def test_gallery_shows_the_sampled_frames_and_faces(analysed, screenshots):
+    page, _ = analysed
+    open_page(page, "Gallery")
+    caption = page.get_by_text(re.compile(r"one_face\.mp4: \d+ sampled frames")).inner_text()
+    frames = int(re.search(r"(\d+) sampled frames", caption).group(1))
+    assert frames == 24                      # a 24-frame clip, 32 asked for: every frame
+    page.get_by_text(re.compile(r"^frame \d+ at \d+\.\d\d s$")).wait_for()   # the chosen still
+    crops = page.get_by_text(re.compile(r"^person \d+ · frame \d+ · "))
+    crops.first.wait_for()
+    assert crops.count() >= 2                # face crops, one per sampled frame shown
+    assert page.get_by_test_id("stImage").count() >= 1 + crops.count()
+    page.screenshot(path=str(screenshots / "gallery.png"), full_page=True)
+
+
+def test_compare_shows_every_model_and_the_ensemble(analysed, screenshots):
+    page, _ = analysed
+    open_page(page, "Compare")
+    for name in MODELS:
+        backbone = name.removeprefix("tiny_")
+        page.get_by_text(f"{name} ({backbone})", exact=True).wait_for()
+    page.get_by_text("ensemble (mean of the models)", exact=True).wait_for()
+    page.screenshot(path=str(screenshots / "compare.png"), full_page=True)
+
+
+def test_models_page_lists_the_zoo(analysed, screenshots):
+    page, _ = analysed
+    open_page(page, "Models")
+    for name in MODELS:
+        assert page.get_by_text(name).count() >= 1, name
+    page.screenshot(path=str(screenshots / "models.png"), full_page=True)
+
+
+def test_a_corrupt_upload_shows_its_message_and_a_good_one_then_works(new_page, clips):
+    page = new_page()
+    upload(page, clips["truncated"])
+    error = page.get_by_test_id("stAlert").filter(has_text="truncated.mp4")
+    error.wait_for()
+    assert "truncated.mp4:" in error.inner_text()
+    assert page.get_by_text(VERDICT_TITLE, exact=True).count() == 0
+
+    upload(page, clips["one_face"])
+    card = verdict_card(page)
+    assert "1 person" in card
+    assert page.get_by_test_id("stAlert").filter(has_text="truncated.mp4").count() == 0
+
+
+def test_two_sessions_analysing_at_once_each_get_their_own_result(new_page, clips):
+    first, second = new_page(), new_page()
+    # Both uploads are in flight before either result is read.
+    upload(first, clips["two_faces"])
+    upload(second, clips["one_face"])
+    first_card, second_card = verdict_card(first), verdict_card(second)
+
+    assert "2 persons" in first_card, first_card
+    assert "1 person" in second_card and "persons" not in second_card, second_card
+    first.get_by_role("heading", name="two_faces.mp4").wait_for()
+    second.get_by_role("heading", name="one_face.mp4").wait_for()
+    assert first.get_by_role("heading", name="one_face.mp4").count() == 0
+    assert second.get_by_role("heading", name="two_faces.mp4").count() == 0
+
+
+def frames_processed(page) -> int:
+    value = (page.get_by_test_id("stMetric").filter(has_text="Frames processed")
+             .get_by_test_id("stMetricValue"))
+    value.wait_for()
+    return int(value.inner_text().replace(",", ""))
+
+
+def test_live_page_analyses_the_camera_and_the_counter_rises(new_page, screenshots):
+    page = new_page("live")
+    page.get_by_role("heading", name="Live").wait_for()
+    streamer = page.frame_locator("iframe[title*='streamlit_webrtc']").first
+    streamer.get_by_role("button", name="START").click()
+
+    first = frames_processed(page)
+    deadline = time.monotonic() + 60
+    later = first
+    while later < first + 3 and time.monotonic() < deadline:
+        time.sleep(1)
+        later = frames_processed(page)
+    assert later >= first + 3, (first, later)   # refreshed while playing, without any click
+
+    # The camera's 640x480 frames come back through the analyser at full size.
+    video_size = streamer.locator("video").evaluate("v => [v.videoWidth, v.videoHeight]")
+    assert video_size == [640, 480]
+    verdict = page.locator("p", has_text=re.compile(r"^Last 3 s:")).first
+    verdict.wait_for()
+    assert re.search(r"(REAL|FAKE|UNCERTAIN|no face analysed)", verdict.inner_text())
+    page.screenshot(path=str(screenshots / "live.png"), full_page=True)
+    streamer.get_by_role("button", name="STOP").click()
