@@ -1,6 +1,9 @@
 """Entry point: page config, navigation over pages/, and the sidebar whose settings every page uses."""
 from __future__ import annotations
 
+# aiortc's SRTP library (under streamlit-webrtc) crashes the process when it is first loaded
+# after TensorFlow, which app_cache brings in; loading it first avoids that.
+import pylibsrtp  # noqa: F401
 import streamlit as st
 
 import app_cache

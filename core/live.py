@@ -30,6 +30,9 @@ FACE_ONLY_LABEL = "FACE"        # the label boxes get when no classifier is load
 RATE_WINDOW_SECONDS = 2.0       # frames per second are counted over this much recent time
 LATENCY_SAMPLES = 30
 _ID_MATCH_IOU = 0.3
+# Boxes are moved along their last measured velocity between analyses, but not further than this
+# much frame time ahead of the analysis: beyond that a guess is worse than a box left in place.
+MAX_EXTRAPOLATION_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,8 @@ class LiveAnalyzer:
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._error: str | None = None
         self._next_person_id = 1
-        self._tracks: list[tuple[FaceBox, float]] = []      # (face, frame timestamp last seen)
+        # (face, frame timestamp last seen, box velocity in px per second of frame time)
+        self._tracks: list[tuple[FaceBox, float, np.ndarray]] = []
 
         self._worker = threading.Thread(target=self._run, name="live-analysis", daemon=True)
         self._worker.start()
@@ -160,10 +164,24 @@ class LiveAnalyzer:
             if not self._stopping:
                 self._pending = pending
                 self._wake.notify()
-            faces = self._faces
+            faces = self._boxes_at(frame_time)
             self._frames_shown += 1
             self._shown_rate.tick(now)
-        return draw_faces(image_rgb, list(faces))
+        return draw_faces(image_rgb, faces)
+
+    def boxes_at(self, timestamp: float) -> list[FaceBox]:
+        """The boxes `process` draws on a frame of this timestamp: each known face moved along
+        its velocity for the frame time since it was seen (at most MAX_EXTRAPOLATION_SECONDS)."""
+        with self._lock:
+            return self._boxes_at(timestamp)
+
+    def _boxes_at(self, timestamp: float) -> list[FaceBox]:
+        boxes = []
+        for face, seen, velocity in self._tracks:
+            ahead = min(max(timestamp - seen, 0.0), MAX_EXTRAPOLATION_SECONDS)
+            box = tuple(float(v) for v in np.asarray(face.box) + velocity * ahead)
+            boxes.append(FaceBox(box, face.label, face.score, face.person_id))
+        return boxes
 
     # -- the worker side ----------------------------------------------------------------------
 
@@ -228,28 +246,37 @@ class LiveAnalyzer:
         for up to `hold_seconds` of frame time, so one missed detection does not make the box
         flicker. Called under the lock."""
         known = self._tracks
-        pairs = sorted(((iou(face.box, old.box), f, o)
-                        for f, face in enumerate(faces) for o, (old, _) in enumerate(known)),
+        # Matched against where each known face is predicted to be now, so fast motion still
+        # overlaps.
+        predicted = self._boxes_at(timestamp)
+        pairs = sorted(((iou(face.box, guess.box), f, o)
+                        for f, face in enumerate(faces) for o, guess in enumerate(predicted)),
                        reverse=True)
         ids: dict[int, int] = {}
+        velocities: dict[int, np.ndarray] = {}
         matched: set[int] = set()
         for overlap, f, o in pairs:
             if overlap < _ID_MATCH_IOU:
                 break
             if f in ids or o in matched:
                 continue
-            ids[f] = known[o][0].person_id
+            old, seen, _ = known[o]
+            ids[f] = old.person_id
+            elapsed = timestamp - seen
+            if elapsed > 0:
+                velocities[f] = (np.asarray(faces[f].box) - np.asarray(old.box)) / elapsed
             matched.add(o)
         tracks = []
         for f, face in enumerate(faces):
             if f not in ids:
                 ids[f] = self._next_person_id
                 self._next_person_id += 1
-            tracks.append((FaceBox(face.box, face.label, face.score, ids[f]), timestamp))
-        tracks += [(old, seen) for o, (old, seen) in enumerate(known)
-                   if o not in matched and 0 <= timestamp - seen <= self.hold_seconds]
+            tracks.append((FaceBox(face.box, face.label, face.score, ids[f]), timestamp,
+                           velocities.get(f, np.zeros(4))))
+        tracks += [track for o, track in enumerate(known)
+                   if o not in matched and 0 <= timestamp - track[1] <= self.hold_seconds]
         self._tracks = tracks
-        return tuple(face for face, _ in tracks)
+        return tuple(face for face, _, _ in tracks)
 
     # -- reading and stopping -----------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from skimage.data import astronaut
 
 from core.backbones import HEAD_LAYER, build_classifier
 from core.faces import FaceDetector
-from core.live import FACE_ONLY_LABEL, LiveAnalyzer, LiveSession
+from core.live import FACE_ONLY_LABEL, MAX_EXTRAPOLATION_SECONDS, LiveAnalyzer, LiveSession
 from core.model_store import load_classifier, save_model
 from core.tracking import iou
 
@@ -133,6 +133,23 @@ def test_boxes_follow_the_newest_frame_and_keep_the_person_id(analyzer):
     assert iou(snap.faces[0].box, expected) > 0.5
     # The empty frames in between came within hold_seconds: the person kept their number.
     assert snap.faces[0].person_id == first[0].person_id
+
+
+def test_between_analyses_boxes_move_on_along_the_face_velocity(analyzer):
+    for left, timestamp in ((60, 0.0), (80, 0.2)):
+        frame, _ = face_frame(left=left, top=80)
+        analyzer.process(frame, timestamp=timestamp)
+        assert analyzer.wait_until_idle(timeout=WAIT)
+    measured = analyzer.snapshot().faces[0].box
+    vx = (measured[0] - analyzer.boxes_at(0.2)[0].box[0])   # 0 at the analysed frame itself
+    assert vx == pytest.approx(0.0)
+
+    ahead = analyzer.boxes_at(0.3)[0].box
+    far = analyzer.boxes_at(5.0)[0].box
+    # The face moved ~20 px right in 0.2 s: ~100 px/s, so ~10 px 0.1 s later; capped later on.
+    assert ahead[0] - measured[0] == pytest.approx(10.0, abs=4.0)
+    assert far[0] - measured[0] == pytest.approx(100.0 * MAX_EXTRAPOLATION_SECONDS, abs=20.0)
+    assert ahead[1] == pytest.approx(measured[1], abs=3.0)   # no vertical motion
 
 
 def test_rolling_verdict_forgets_faces_older_than_the_window(analyzer):
