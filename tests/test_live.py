@@ -1,18 +1,17 @@
 """LiveAnalyzer with real MTCNN and real (tiny) Keras models whose outputs are pinned by their head
 bias, so the scores, the ensemble and the rolling verdict have known values."""
 import gc
-import math
 import time
 
 import numpy as np
 import pytest
 from skimage.data import astronaut
 
-from core.backbones import HEAD_LAYER, build_classifier
 from core.faces import FaceDetector
 from core.live import FACE_ONLY_LABEL, MAX_EXTRAPOLATION_SECONDS, LiveAnalyzer, LiveSession
-from core.model_store import load_classifier, save_model
+from core.model_store import load_classifier
 from core.tracking import iou
+from tests.conftest import make_tiny_model
 
 WIDTH, HEIGHT = 640, 480
 # The astronaut's face on the photo, and the head-and-shoulders square around it we paste.
@@ -50,13 +49,8 @@ def classifiers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("live_models")
     loaded = []
     for name, p in FIXED_OUTPUTS.items():
-        model = build_classifier("vgg16", depth="block1_pool", input_size=64)
-        kernel, _ = model.get_layer(HEAD_LAYER).get_weights()
-        # A zero kernel makes the output independent of the face: exactly sigmoid(bias) = p.
-        model.get_layer(HEAD_LAYER).set_weights(
-            [np.zeros_like(kernel), np.array([math.log(p / (1 - p))], np.float32)])
-        save_model(model, folder / f"{name}.keras")
-        loaded.append(load_classifier(folder / f"{name}.keras"))
+        card = make_tiny_model(folder, "vgg16", name=name, constant_output=p)
+        loaded.append(load_classifier(card))
     return loaded
 
 
