@@ -7,8 +7,8 @@ Prints: decode-only time (baseline 1), the verdict with one model and with all f
 full clip, and the origin project's way (baseline 2: the plain `mtcnn` package on full-resolution
 frames, full-depth 224 px backbone). The origin's way is timed on --origin-frames frames and
 extrapolated to 32 sampled frames (verdict) and to every frame (annotated output); that is said in
-the output. When the models folder lacks five models, untrained models of the shipped shapes are
-built in a temporary folder: speed does not depend on the weights.
+the output. When the models folder lacks a backbone family, an untrained model of its planned shape is
+built in a temporary folder (shapes in STAND_IN_SHAPES): speed does not depend on the weights.
 """
 from __future__ import annotations
 
@@ -44,12 +44,33 @@ def decode_only(path: Path) -> float:
     return time.perf_counter() - started
 
 
-def stand_in_models(folder: Path) -> Path:
-    """Untrained models with each family's first suggested cut at 224 px."""
-    for name, spec in BACKBONES.items():
-        model = build_classifier(name, depth=spec.cuts[0], input_size=224)
-        save_model(model, folder / f"bench_{name}.keras", name=f"bench_{name}", backbone=name,
-                   depth=spec.cuts[0])
+# The shapes planned for the shipped zoo (models/README.md); a family missing from the models
+# folder is timed with an untrained model of its shape.
+STAND_IN_SHAPES = {
+    "efficientnetb7": ("block2g_add", 128),
+    "inceptionresnetv2": ("block35_10_ac", 128),
+    "inceptionv3": ("mixed2", 128),
+    "resnet50": ("conv3_block4_out", 128),
+    "vgg16": ("block3_pool", 112),
+}
+
+
+def with_stand_ins(models_dir: Path, folder: Path) -> Path:
+    """A folder with the shipped models plus untrained stand-ins for the missing families."""
+    import shutil
+
+    shipped = available_models(models_dir)
+    for card in shipped.values():
+        shutil.copy2(card.card_path, folder / card.card_path.name)
+        shutil.copy2(card.model_path, folder / card.model_path.name)
+    present = {card.backbone for card in shipped.values()}
+    for name, (depth, size) in STAND_IN_SHAPES.items():
+        if name in present:
+            continue
+        print(f"  {name}: untrained stand-in, cut at {depth}, {size} px")
+        model = build_classifier(name, depth=depth, input_size=size)
+        save_model(model, folder / f"standin_{name}.keras", name=f"standin_{name}", backbone=name,
+                   depth=depth)
     return folder
 
 
@@ -150,10 +171,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         models_dir = args.models_dir
-        if len(available_models(models_dir)) < 5:
-            print(f"{models_dir} has fewer than five models: timing untrained stand-ins of the "
-                  "shipped shapes")
-            models_dir = stand_in_models(Path(tmp))
+        if len({c.backbone for c in available_models(models_dir).values()}) < len(BACKBONES):
+            print(f"{models_dir} lacks some backbone families; speed does not depend on weights:")
+            models_dir = with_stand_ins(models_dir, Path(tmp))
         if args.long_video:
             long_video_memory(models_dir)
             return

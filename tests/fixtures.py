@@ -55,6 +55,7 @@ def _background(width: int, height: int) -> np.ndarray:
     return image
 
 
+@lru_cache(maxsize=4)  # render_frame asks per frame; a 1-hour clip has 18000 of them
 def patch_positions(frames: int = 48, size: tuple[int, int] = (640, 360), faces: int = 1,
                     face_size: int = 150) -> list[list[tuple[int, int]]]:
     """Top-left corner (x, y) of each pasted face square, per frame, in display pixels."""
@@ -79,8 +80,8 @@ def patch_positions(frames: int = 48, size: tuple[int, int] = (640, 360), faces:
             travel = height - face_size - 2 * my
             row = [(mx + 0.1 * width * u, my + travel * u),
                    (width - face_size - mx - 0.1 * width * u, my + travel * (1 - u))]
-        positions.append([(int(round(x)), int(round(y))) for x, y in row])
-    return positions
+        positions.append(tuple((int(round(x)), int(round(y))) for x, y in row))
+    return tuple(positions)
 
 
 def face_positions(frames: int = 48, size: tuple[int, int] = (640, 360), faces: int = 1,
