@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import os
 
+# aiortc's SRTP library (under streamlit-webrtc) crashes the process when it is first loaded after
+# TensorFlow; the app tests run both in this process, so it is loaded first, as streamlit_app.py does.
+import pylibsrtp  # noqa: F401
+
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
