@@ -12,18 +12,13 @@ from core import backbones
 from core.backbones import BACKBONES, build_classifier, last_conv_layer
 from core.errors import ImageNetWeightsUnavailableError
 
-# (cut, input size): the shallower suggested cut of each family at a small input.
-SMALL = {
-    "efficientnetb7": ("block3g_add", 64),
-    "inceptionresnetv2": ("block35_10_ac", 75),
-    "inceptionv3": ("mixed2", 75),
-    "resnet50": ("conv3_block4_out", 64),
-    "vgg16": ("block3_pool", 64),
-}
+# (cut, input size): each family's shallower suggested cut, at a small input.
+SMALL = {name: (spec.cuts[0], max(64, spec.min_input_size)) for name, spec in BACKBONES.items()}
 
 
 def test_registry_holds_the_five_origin_backbones():
-    assert set(BACKBONES) == set(SMALL)
+    assert set(BACKBONES) == {"efficientnetb7", "inceptionresnetv2", "inceptionv3", "resnet50",
+                              "vgg16"}
     assert {b: s.preprocessing for b, s in BACKBONES.items()} == {
         "efficientnetb7": "none", "inceptionresnetv2": "tf", "inceptionv3": "tf",
         "resnet50": "caffe", "vgg16": "caffe",
