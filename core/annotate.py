@@ -1,8 +1,6 @@
 """Face boxes drawn on frames, and the annotated H.264 MP4 written with PyAV."""
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +11,7 @@ import av
 import cv2
 import numpy as np
 
+from . import atomic
 from .errors import CorruptVideoError
 from .video import VideoInfo, display_size, iter_yuv420, probe
 
@@ -161,19 +160,15 @@ def write_annotated_video(src_path, out_path, faces_at: Callable[[int], list[Fac
     started = time.perf_counter()
     info = info or probe(src_path)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     width, height = display_size(info, max_long_side)
     sx, sy = width / info.width, height / info.height
     # yuv420p needs even dimensions: iter_yuv420 drops an odd last column / row.
     width, height = width - width % 2, height - height % 2
     rate = Fraction(info.fps).limit_denominator(1001)
 
-    handle, temp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".part.mp4",
-                                         dir=out_path.parent)
-    os.close(handle)
     frames = 0
-    try:
-        with av.open(temp_name, "w", format="mp4",
+    with atomic.atomic_path(out_path, suffix=".part.mp4") as temp_path:
+        with av.open(str(temp_path), "w", format="mp4",
                      options={"movflags": "+faststart"}) as container:
             stream = container.add_stream(
                 "libx264", rate=rate, options={"preset": _preset(width, height), "crf": X264_CRF})
@@ -198,9 +193,5 @@ def write_annotated_video(src_path, out_path, faces_at: Callable[[int], list[Fac
                 container.mux(packet)
         if frames == 0:
             raise CorruptVideoError(f"no frame of {Path(src_path).name} could be decoded")
-        os.replace(temp_name, out_path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
     return {"path": str(out_path), "width": width, "height": height, "frames": frames,
             "seconds": frames / float(rate), "elapsed": time.perf_counter() - started}
