@@ -222,12 +222,15 @@ def analyze_video(
     # Stage 5 (optional): the whole clip with interpolated boxes, as H.264.
     if annotated_path is not None:
         t0 = time.perf_counter()
-        faces_at = _faces_at_frame(result, tracks)
+        boxes_at = _faces_at_frame(result, tracks)
         total = max(info.frame_count, 1)
-        written = write_annotated_video(
-            path, annotated_path,
-            lambda index: (report("annotate", index / total), faces_at(index))[1],
-            info=info, max_long_side=settings.annotated_long_side or None)
+
+        def faces_at(index: int) -> list[FaceBox]:
+            report("annotate", index / total)
+            return boxes_at(index)
+
+        written = write_annotated_video(path, annotated_path, faces_at, info=info,
+                                        max_long_side=settings.annotated_long_side or None)
         result.annotated_video = str(written["path"])
         timings["annotate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
