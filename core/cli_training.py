@@ -50,7 +50,8 @@ def cmd_train(args) -> int:
         config = TrainConfig(
             backbone=args.backbone, faces=str(args.faces), out=str(out), run_dir=str(run_dir),
             weights=args.weights, depth=args.depth, input_size=args.input_size,
-            lr=args.lr, batch=args.batch, epochs=args.epochs or 50, patience=args.patience or 5,
+            lr=args.lr, lr_schedule=args.lr_schedule, batch=args.batch,
+            epochs=args.epochs or 50, patience=args.patience or 5,
             sbi_fraction=args.sbi_fraction, augment=args.augment,
             class_weights=None if args.class_weights == "none" else args.class_weights,
             mixed_bf16=args.mixed_bf16, max_minutes=args.max_minutes,
@@ -95,6 +96,8 @@ def register(commands) -> None:
     train.add_argument("--depth", default="full", help="'full' or a backbone layer to cut at")
     train.add_argument("--input-size", type=int, default=None, help="input side (default 224)")
     train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                       help="cosine: decay to 5%% of --lr over --epochs")
     train.add_argument("--batch", type=int, default=64)
     train.add_argument("--epochs", type=int, default=None, help="default 50")
     train.add_argument("--patience", type=int, default=None,

@@ -33,6 +33,7 @@ from .sbi import self_blend
 MIN_ZOOM = 0.90              # training crops keep 90..100 % of the saved crop: the face stays centred
 MAX_SHIFT = 0.03             # and moves by at most 3 % of the crop side
 LOG_LOSS_CLIP = (0.01, 0.99)
+COSINE_FLOOR = 0.05          # the cosine schedule ends at this share of the initial rate
 _KEYPOINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
@@ -47,6 +48,7 @@ class TrainConfig:
     input_size: int | None = None       # None: the backbone's default (224)
     dropout: float = 0.5
     lr: float = 1e-3                    # Keras' Adam default, as the origin project used it
+    lr_schedule: str = "constant"       # or "cosine": decays to 5 % of lr over `epochs`
     batch: int = 64
     epochs: int = 50
     patience: int = 5
@@ -68,6 +70,8 @@ class TrainConfig:
             raise ValueError("sbi fraction must be in [0, 1]")
         if self.batch < 1 or self.epochs < 1 or self.patience < 1:
             raise ValueError("batch, epochs and patience must be at least 1")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr schedule must be constant or cosine, not {self.lr_schedule!r}")
         if not self.lr > 0:
             raise ValueError("learning rate must be positive")
         if self.max_minutes is not None and not self.max_minutes > 0:
@@ -298,6 +302,17 @@ def _build(config: TrainConfig, weights: str | None):
                             input_size=config.input_size, dropout=config.dropout)
 
 
+def learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """A float for a constant rate; for cosine, a schedule over all planned steps, so the rate
+    is small by the last epochs and the best-epoch choice is not a coin toss between jumps."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    import keras
+
+    return keras.optimizers.schedules.CosineDecay(
+        config.lr, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=COSINE_FLOOR)
+
+
 def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, val_inputs,
                started: float, progress: bool, steps: int):
     import keras
@@ -407,7 +422,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
               flush=True)
     else:
         model = _build(config, config.weights)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.lr),
+        steps_per_epoch = math.ceil(len(train_set) / config.batch)
+        model.compile(optimizer=keras.optimizers.Adam(
+                          learning_rate=learning_rate(config, steps_per_epoch)),
                       loss="binary_crossentropy",
                       metrics=[keras.metrics.BinaryAccuracy(name="accuracy"),
                                keras.metrics.AUC(name="auc")])
@@ -481,6 +498,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
             "optimizer": "adam",
             "loss": "binary_crossentropy",
             "lr": config.lr,
+            "lr_schedule": config.lr_schedule,
             "batch": config.batch,
             "epochs_max": config.epochs,
             "epochs_run": state["epoch"],

@@ -12,8 +12,9 @@ from core.calibration import (balanced_accuracy, calibrated, fit_calibration, fi
                               fit_threshold, log_loss)
 from core.extract import ExtractSettings, extract, read_index, tasks_from_labels
 from core.model_store import load_classifier
-from core.train import (FaceSet, effective_class_weights, is_better, jittered_crop, load_faces,
-                        make_batch, split_rows, validation_metrics)
+from core.train import (COSINE_FLOOR, FaceSet, TrainConfig, effective_class_weights, is_better,
+                        jittered_crop, learning_rate, load_faces, make_batch, split_rows,
+                        validation_metrics)
 from tests.fixtures import make_face_clip
 
 TINY = ["--backbone", "vgg16", "--depth", "block2_pool", "--input-size", "64", "--batch", "8",
@@ -48,7 +49,7 @@ def budget_run(faces_dir, tmp_path_factory):
     out, run_dir = work / "models" / "tiny_vgg.keras", work / "runs" / "tiny"
     code = cli.main(["train", *TINY, "--faces", str(faces_dir), "--out", str(out),
                      "--run-dir", str(run_dir), "--epochs", "5", "--max-minutes", "0.0001",
-                     "--augment", "--class-weights", "balanced"])
+                     "--augment", "--class-weights", "balanced", "--lr-schedule", "cosine"])
     assert code == 0
     return out, run_dir
 
@@ -58,6 +59,7 @@ def test_budget_stop_still_writes_a_loadable_calibrated_model(budget_run, faces_
     card = json.loads(out.with_suffix(".json").read_text())
     training = card["training"]
     assert training["recipe"]["stopped"] == "time budget"
+    assert training["recipe"]["lr_schedule"] == "cosine"
     assert training["recipe"]["epochs_run"] == 1 and training["recipe"]["best_epoch"] == 1
     assert (training["backbone"], training["depth"], training["input_size"]) == ("vgg16", "block2_pool", 64)
     assert training["weights"] == "none"
@@ -150,6 +152,21 @@ def test_jittered_crop_keeps_the_face_centred():
         out = jittered_crop(image, 50, np.random.default_rng(seed))
         ys, xs = np.nonzero(out[..., 0] > 128)
         assert abs(ys.mean() - 24.5) < 3 and abs(xs.mean() - 24.5) < 3
+
+
+def test_cosine_schedule_decays_over_the_planned_epochs():
+    config = TrainConfig(backbone="vgg16", faces="f", out="o.keras", run_dir="r", lr=1e-3,
+                         epochs=4, lr_schedule="cosine")
+    schedule = learning_rate(config, steps_per_epoch=10)
+    rates = [float(schedule(step)) for step in (0, 20, 40, 400)]
+    assert math.isclose(rates[0], 1e-3, rel_tol=1e-6)
+    assert math.isclose(rates[1], 1e-3 * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5), rel_tol=1e-4)
+    assert math.isclose(rates[2], 1e-3 * COSINE_FLOOR, rel_tol=1e-4)
+    assert math.isclose(rates[3], rates[2], rel_tol=1e-6)
+    constant = TrainConfig(backbone="vgg16", faces="f", out="o.keras", run_dir="r", lr=2e-4)
+    assert learning_rate(constant, steps_per_epoch=10) == 2e-4
+    with pytest.raises(ValueError, match="lr schedule"):
+        TrainConfig(backbone="vgg16", faces="f", out="o.keras", run_dir="r", lr_schedule="step")
 
 
 def test_split_by_group_when_index_has_no_val_rows():
