@@ -1,0 +1,64 @@
+"""The models committed in `models/`: one per backbone family, within the size and training-time
+budgets, each loading under safe_mode with its sha256 checked and scoring a real face, and the zoo
+table in models/README.md generated from their cards (not edited by hand)."""
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from core.backbones import BACKBONES
+from core.model_store import load_classifier
+from core.zoo import DEFAULT_MODELS_DIR, available_models, zoo_markdown
+
+MAX_MODEL_BYTES = 25 * 2**20
+MAX_FOLDER_BYTES = 80 * 2**20
+MAX_TRAINING_SECONDS = 60 * 60
+
+CARDS = available_models(DEFAULT_MODELS_DIR)
+
+
+def test_one_model_per_backbone_family():
+    assert sorted(card.backbone for card in CARDS.values()) == sorted(BACKBONES)
+
+
+def test_files_fit_the_size_budgets():
+    folder = Path(DEFAULT_MODELS_DIR)
+    for card in CARDS.values():
+        assert (folder / card.file).stat().st_size <= MAX_MODEL_BYTES, card.name
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert total <= MAX_FOLDER_BYTES
+
+
+@pytest.mark.parametrize("name", sorted(CARDS))
+def test_card_says_exactly_what_was_trained(name):
+    card = CARDS[name]
+    training = card.training
+    assert (training["backbone"], training["depth"], training["input_size"]) == (
+        card.backbone, card.depth, card.input_size)
+    assert training["weights"] == "none"
+    assert training["data"]["train_videos"] > 0 and training["data"]["val_videos"] > 0
+    assert 1 <= training["recipe"]["best_epoch"] <= training["recipe"]["epochs_run"]
+    assert 0 < training["wall_seconds"] <= MAX_TRAINING_SECONDS
+    assert 0 < card.threshold < 1 and card.temperature > 0
+    # Full-pipeline numbers recorded by `models record-eval`, which the CI quality gate reads.
+    for key in ("pipeline_val_video_auc", "pipeline_val_video_log_loss",
+                "pipeline_val_video_accuracy", "ensemble_val_video_auc"):
+        assert math.isfinite(card.metrics[key]), key
+
+
+@pytest.mark.parametrize("name", sorted(CARDS))
+def test_model_loads_checked_and_scores_a_face(name):
+    classifier = load_classifier(CARDS[name].card_path)
+    size = classifier.input_size
+    face = cv2.resize(skimage.data.astronaut()[38:198, 144:304], (size, size),
+                      interpolation=cv2.INTER_AREA)
+    scores = classifier.predict(np.stack([face, face[:, ::-1]]))
+    assert scores.shape == (2,) and np.all((scores > 0) & (scores < 1))
+
+
+def test_zoo_table_in_the_readme_is_generated_from_the_cards():
+    readme = (Path(DEFAULT_MODELS_DIR) / "README.md").read_text(encoding="utf-8")
+    assert zoo_markdown(DEFAULT_MODELS_DIR) in readme
