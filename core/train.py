@@ -200,6 +200,10 @@ def make_batch(faces: FaceSet, indices, input_size: int, rng: np.random.Generato
     return x, y
 
 
+def steps_per_epoch(faces: int, batch: int) -> int:
+    return math.ceil(faces / batch)
+
+
 def _py_dataset_class():
     import keras
 
@@ -221,7 +225,7 @@ def _py_dataset_class():
             return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.faces))
 
         def __len__(self) -> int:
-            return math.ceil(len(self.faces) / self.batch)
+            return steps_per_epoch(len(self.faces), self.batch)
 
         def __getitem__(self, i):
             chosen = self._order[i * self.batch:(i + 1) * self.batch]
@@ -422,9 +426,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
               flush=True)
     else:
         model = _build(config, config.weights)
-        steps_per_epoch = math.ceil(len(train_set) / config.batch)
         model.compile(optimizer=keras.optimizers.Adam(
-                          learning_rate=learning_rate(config, steps_per_epoch)),
+                          learning_rate=learning_rate(config, steps_per_epoch(len(train_set),
+                                                                              config.batch))),
                       loss="binary_crossentropy",
                       metrics=[keras.metrics.BinaryAccuracy(name="accuracy"),
                                keras.metrics.AUC(name="auc")])
