@@ -11,6 +11,7 @@ import streamlit as st
 
 import app_state
 from core import zoo
+from core.ensemble import EnsembleCard
 from core.faces import FaceDetector
 from core.model_store import Classifier, ModelCard, load_classifier
 from core.pipeline import analyze_video, make_detector
@@ -37,6 +38,21 @@ def list_models() -> dict[str, ModelCard]:
 
 def forget_model_listing() -> None:
     _zoo_listing.clear()
+    _fitted_ensemble.clear()
+
+
+@st.cache_data(ttl=120, show_spinner=False)
+def _fitted_ensemble(folder: str) -> EnsembleCard | None:
+    return zoo.fitted_ensemble(folder)
+
+
+def fitted_ensemble() -> EnsembleCard | None:
+    """The zoo's fitted ensemble (models/ensemble.json) when it is current, else None."""
+    return _fitted_ensemble(str(models_dir()))
+
+
+def ensemble_for(mode: str) -> EnsembleCard | None:
+    return fitted_ensemble() if mode == "fitted" else None
 
 
 @st.cache_resource(show_spinner="Loading the face detector...", max_entries=4)
@@ -64,12 +80,15 @@ def classifiers(names: Sequence[str]) -> list[Classifier]:
 
 
 def analyze_upload(upload: app_state.Upload, names: Sequence[str], settings: AnalysisSettings,
-                   progress=None) -> app_state.StoredAnalysis:
-    """Analyse an upload with the cached detector and the named models."""
+                   progress=None, ensemble_mode: str = "fitted") -> app_state.StoredAnalysis:
+    """Analyse an upload with the cached detector and the named models; the ensemble is the
+    fitted one (when ensemble_mode is "fitted" and all its members are named) or the mean."""
     loaded = classifiers(names)
     face_detector = detector(settings)
+    ensemble = ensemble_for(ensemble_mode)
 
     def analyze(path, **options):
-        return analyze_video(path, face_detector, loaded, settings, **options)
+        return analyze_video(path, face_detector, loaded, settings, ensemble=ensemble, **options)
 
-    return app_state.analyze_upload(upload, analyze, settings, [c.name for c in loaded], progress)
+    return app_state.analyze_upload(upload, analyze, settings, [c.name for c in loaded], progress,
+                                    ensemble=ensemble_mode)

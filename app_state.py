@@ -19,6 +19,7 @@ from core.settings import AnalysisSettings
 
 SETTINGS_KEY = "analysis_settings"
 MODELS_KEY = "selected_models"
+ENSEMBLE_KEY = "ensemble_mode"        # "fitted" (models/ensemble.json) or "mean"
 STORE_KEY = "analyses"
 UPLOAD_KEY = "current_upload"
 
@@ -52,9 +53,14 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def result_key(digest: str, settings: AnalysisSettings, model_names: Sequence[str]) -> str:
+def result_key(digest: str, settings: AnalysisSettings, model_names: Sequence[str],
+               ensemble: str = "fitted") -> str:
     settings_part = json.dumps(settings.to_dict(), sort_keys=True)
-    return f"{digest}|{settings_part}|{','.join(model_names)}"
+    return f"{digest}|{settings_part}|{','.join(model_names)}|{ensemble}"
+
+
+def session_ensemble_mode(state: MutableMapping) -> str:
+    return state.get(ENSEMBLE_KEY) or "fitted"
 
 
 class ResultStore:
@@ -120,6 +126,7 @@ def analyze_upload(
     settings: AnalysisSettings,
     model_names: Sequence[str],
     progress: Callable[[str, float], None] | None = None,
+    ensemble: str = "fitted",
 ) -> StoredAnalysis:
     """Write the upload into a temporary folder, analyse it with `analyze(path, annotated_path=...,
     progress=...)`, keep the annotated MP4's bytes, and remove the folder before returning (also
@@ -135,6 +142,6 @@ def analyze_upload(
     result.annotated_video = None
     result.video = dataclasses.replace(result.video, path=upload.name)
     return StoredAnalysis(
-        key=result_key(upload.content_hash, settings, model_names),
+        key=result_key(upload.content_hash, settings, model_names, ensemble),
         upload_name=upload.name, content_hash=upload.content_hash, result=result,
         annotated_mp4=annotated)

@@ -186,6 +186,47 @@ def card_rows(cards: Iterable[ModelCard]) -> list[dict]:
     return rows
 
 
+def verdict_title(result: AnalysisResult) -> str:
+    if result.primary != ENSEMBLE:
+        return f"Verdict ({result.primary})"
+    weights = result.ensemble.get("weights") or {}
+    if result.ensemble.get("kind") == "fitted":
+        return f"Verdict (fitted ensemble: {weights_text(weights)})"
+    return f"Verdict (mean of {len(result.models)} models)"
+
+
+def ensemble_kind_text(ensemble: dict) -> str:
+    return "fitted weights" if ensemble.get("kind") == "fitted" else "mean of the models"
+
+
+def weights_text(weights: dict[str, float]) -> str:
+    return ", ".join(f"{name} × {weight:.2f}" for name, weight in weights.items())
+
+
+def ensemble_text(ensemble: dict) -> str:
+    """Which models count in the ensemble's verdict, and how much."""
+    weights = ensemble.get("weights") or {}
+    if ensemble.get("kind") == "fitted":
+        return f"**Ensemble: weights fitted on the validation split** ({weights_text(weights)})"
+    return f"**Ensemble: plain mean** of {len(weights)} model(s) ({', '.join(weights)})"
+
+
+def ensemble_card_row(card) -> dict:
+    """The fitted ensemble's card as one table row."""
+    m = card.metrics
+    interval = m.get("val_video_auc_ci95")
+    return {
+        "name": "ensemble (fitted)", "members": weights_text(card.weights),
+        "threshold": round(card.threshold, 4), "temperature": round(card.temperature, 3),
+        "rule": card.rule, "val video AUC": round(m.get("val_video_auc", float("nan")), 4),
+        "AUC 95% interval": (f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "n/a"),
+        "val log loss": round(m.get("val_video_log_loss", float("nan")), 4),
+        "decided (outside band)": m.get("band_decided_share"),
+        "accuracy when decided": m.get("band_decided_accuracy"),
+        "created": card.created,
+    }
+
+
 def evaluation_labels_and_scores(report: dict, model: str) -> tuple[np.ndarray, np.ndarray]:
     videos = report["videos"]
     return (np.array([v["label"] for v in videos], dtype=int),

@@ -33,10 +33,30 @@ defaults = AnalysisSettings()
 with st.sidebar:
     st.header("Settings")
     available = list(app_cache.list_models())
+    fitted = app_cache.fitted_ensemble()
     selected: list[str] = []
+    ensemble_mode = "mean"
     if available:
-        selected = st.multiselect("Models", available, default=available, key="sidebar_models",
-                       help="The ensemble is the mean of the chosen models' calibrated scores.")
+        modes = ["fitted", "mean"] if fitted is not None else ["mean"]
+        ensemble_mode = st.radio(
+            "Ensemble", modes, key="sidebar_ensemble", horizontal=True,
+            format_func={"fitted": "fitted weights", "mean": "plain mean"}.get,
+            help="fitted: weights chosen on the validation split (models/ensemble.json); "
+                 "plain mean: every chosen model counts the same.")
+        default = (fitted.members if ensemble_mode == "fitted" and fitted is not None
+                   else available)
+        selected = st.multiselect("Models", available, default=default, key="sidebar_models",
+                                  help="The models that run; the ensemble combines them.")
+        if ensemble_mode == "fitted" and fitted is not None:
+            missing = [m for m in fitted.members if m not in selected]
+            if missing:
+                st.warning(f"The fitted ensemble needs {', '.join(missing)}; without it the "
+                           "verdict is the plain mean of the chosen models.")
+            else:
+                st.caption("Counts in the verdict: " + ", ".join(
+                    f"{name} × {weight:.2f}" for name, weight in fitted.weights.items())
+                    + (f"; {len(selected) - len(fitted.members)} other model(s) run for "
+                       "comparison only" if len(selected) > len(fitted.members) else ""))
     else:
         st.warning(f"No models in {app_cache.models_dir()}. Import one on the Models page.")
     frames = st.slider("Frames to sample", 4, 96, defaults.frames, step=4, key="sidebar_frames",
@@ -59,5 +79,6 @@ st.session_state[app_state.SETTINGS_KEY] = AnalysisSettings(
     frames=frames, rule=rule, band=band, min_confidence=min_confidence,
     detect_long_side=detect_long_side, min_face_size=min_face_size)
 st.session_state[app_state.MODELS_KEY] = list(selected)
+st.session_state[app_state.ENSEMBLE_KEY] = ensemble_mode
 
 page.run()

@@ -25,6 +25,16 @@ class AugmentSettings:
         return asdict(self)
 
 
+# The presets `--augment` takes. "compression" is for footage re-encoded hard (FF++ c40-like, or a
+# clip through a messaging app): a model trained on c23 faces alone moved its fake scores below
+# its threshold on such clips, so JPEG and down-up scaling come often and go low.
+AUGMENT_PRESETS = {
+    "basic": AugmentSettings(),
+    "compression": AugmentSettings(jpeg=0.6, downscale=0.4, blur=0.25,
+                                   jpeg_quality=(15, 90), downscale_factor=(0.3, 0.9)),
+}
+
+
 def colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Brightness, contrast and saturation, each by a random factor."""
     x = image.astype(np.float32)

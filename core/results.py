@@ -55,6 +55,8 @@ class AnalysisResult:
     verdicts: dict[str, ModelVerdict]
     timings: dict[str, float]
     annotated_video: str | None = None
+    # What ENSEMBLE means here: {"kind": "fitted" | "mean", "weights": {model: weight}}.
+    ensemble: dict = field(default_factory=dict)
     # Kept in memory for the app's gallery, never serialised: images are large.
     stills: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     crops: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
@@ -89,6 +91,7 @@ class AnalysisResult:
             "sampled": [list(s) for s in self.sampled],
             "timings": dict(self.timings),
             "annotated_video": self.annotated_video,
+            "ensemble": dict(self.ensemble),
         }
 
     def to_json(self) -> str:

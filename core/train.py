@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from . import atomic
-from .augment import AugmentSettings, augment
+from .augment import AUGMENT_PRESETS, AugmentSettings, augment
 from .extract import read_index
 from .sbi import self_blend
 
@@ -53,7 +53,7 @@ class TrainConfig:
     epochs: int = 50
     patience: int = 5
     sbi_fraction: float = 0.5
-    augment: bool = False
+    augment: str | None = None          # None or a preset of core.augment.AUGMENT_PRESETS
     class_weights: str | None = None    # None or "balanced"
     mixed_bf16: bool = False
     max_minutes: float | None = None
@@ -62,6 +62,13 @@ class TrainConfig:
     workers: int = 2                    # batch-building threads
 
     def __post_init__(self):
+        if self.augment is True:            # older run folders stored a flag
+            self.augment = "basic"
+        elif self.augment is False:
+            self.augment = None
+        if self.augment is not None and self.augment not in AUGMENT_PRESETS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENT_PRESETS)}, "
+                             f"not {self.augment!r}")
         if self.weights not in (None, "imagenet"):
             raise ValueError(f"weights must be imagenet or none, not {self.weights!r}")
         if self.class_weights not in (None, "balanced"):
@@ -438,7 +445,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
 
     class_weight = (effective_class_weights(train_set.labels, config.sbi_fraction)
                     if config.class_weights == "balanced" else None)
-    augmentation = AugmentSettings() if config.augment else None
+    augmentation = AUGMENT_PRESETS[config.augment] if config.augment else None
     batches = _py_dataset_class()(
         train_set, input_size, config.batch, sbi_fraction=config.sbi_fraction,
         augmentation=augmentation, class_weight=class_weight, seed=config.seed,
@@ -509,7 +516,8 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
             "best_epoch": state["best_epoch"],
             "patience": config.patience,
             "stopped": state.get("stopped") or "epochs done",
-            "augmentation": augmentation.to_dict() if augmentation else None,
+            "augmentation": ({"preset": config.augment, **augmentation.to_dict()}
+                             if augmentation else None),
             "class_weights": ({str(k): round(v, 4) for k, v in class_weight.items()}
                               if class_weight else None),
             "mixed_precision": "mixed_bfloat16" if config.mixed_bf16 else "float32",

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from .ensemble import EnsembleCard, load_ensemble
 from .errors import ModelNotFoundError
 from .model_store import Classifier, ModelCard, discover_models, load_classifier
 
@@ -15,15 +16,34 @@ def available_models(models_dir: str | Path = DEFAULT_MODELS_DIR) -> dict[str, M
     return {card.name: card for card in (ModelCard.load(p) for p in discover_models(models_dir))}
 
 
+def fitted_ensemble(models_dir: str | Path = DEFAULT_MODELS_DIR) -> EnsembleCard | None:
+    """The folder's fitted ensemble when every member is present and unchanged since fitting;
+    None when there is none or it is stale (a member retrained, replaced or removed)."""
+    card = load_ensemble(models_dir)
+    if card is None:
+        return None
+    sha256 = {name: c.sha256 for name, c in available_models(models_dir).items()}
+    return None if card.stale_members(sha256) else card
+
+
+def default_selection(models_dir: str | Path = DEFAULT_MODELS_DIR) -> list[str]:
+    """What a verdict runs by default: the fitted ensemble's members, else every model."""
+    card = fitted_ensemble(models_dir)
+    return card.members if card is not None else list(available_models(models_dir))
+
+
 def resolve_selection(selection: str | Iterable[str], models_dir: str | Path = DEFAULT_MODELS_DIR
                       ) -> list[ModelCard]:
-    """'all', a comma-separated string, or names -> their cards, with a clear error if any is missing."""
+    """'all', 'default' (see default_selection), a comma-separated string, or names -> their
+    cards, with a clear error if any is missing."""
     cards = available_models(models_dir)
     if not cards:
         raise ModelNotFoundError(
             f"no models in {models_dir}; train one (python -m core train) or import one "
             "(python -m core models import-h5)")
-    if isinstance(selection, str):
+    if isinstance(selection, str) and selection.strip() == "default":
+        names = default_selection(models_dir)
+    elif isinstance(selection, str):
         names = list(cards) if selection.strip() == "all" else [
             n.strip() for n in selection.split(",") if n.strip()]
     else:

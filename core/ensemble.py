@@ -1,0 +1,272 @@
+"""The fitted ensemble: weights over the zoo's models, chosen on the validation split through the
+full pipeline, stored as `models/ensemble.json` beside the model cards.
+
+A face's ensemble score is the weighted mean of its members' calibrated P(fake), calibrated once
+more with the ensemble's own threshold and temperature; persons and videos are then aggregated
+with the rule the weights were fitted under, exactly as for a single model. The weights are
+searched on a grid over the simplex that includes every single model alone, so on the split they
+were fitted on the ensemble is never worse than its best member. The plain mean over any chosen
+subset stays available (`kind="mean"`).
+
+The card records each member's sha256: a member retrained or replaced makes the weights stale,
+and a stale ensemble is not applied."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .calibration import TEMPERATURE_RANGE, fit_threshold
+from .errors import ModelError
+from .verdict import RULES, aggregate_video, calibrate, label_for
+
+ENSEMBLE_CARD = "ensemble.json"
+GRID_STEPS = 4                 # weights in quarters: few candidates, so little room to overfit 28 clips
+LOG_LOSS_CLIP = (0.01, 0.99)   # as core.evaluate clips video probabilities
+
+
+@dataclass
+class EnsembleCard:
+    weights: dict[str, float]                  # member -> weight > 0, summing to 1
+    threshold: float = 0.5
+    temperature: float = 1.0
+    rule: str = "confident"
+    member_sha256: dict[str, str] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    fitted_on: dict = field(default_factory=dict)
+    created: str = ""
+    card_path: Path | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        weights = {str(k): float(v) for k, v in dict(self.weights).items() if float(v) > 0}
+        if not weights:
+            raise ModelError("an ensemble card needs at least one member with a positive weight")
+        if any(not math.isfinite(v) for v in weights.values()):
+            raise ModelError("ensemble weights must be finite")
+        total = sum(weights.values())
+        self.weights = {k: v / total for k, v in weights.items()}
+        if not 0.0 < float(self.threshold) < 1.0 or not float(self.temperature) > 0.0:
+            raise ModelError(f"ensemble calibration out of range: threshold {self.threshold}, "
+                             f"temperature {self.temperature}")
+        if self.rule not in RULES:
+            raise ModelError(f"ensemble card names unknown rule {self.rule!r}")
+
+    @property
+    def members(self) -> list[str]:
+        return list(self.weights)
+
+    def face_score(self, calibrated_scores: Mapping[str, float]) -> float:
+        """The ensemble's calibrated P(fake) for one face from its members' calibrated scores."""
+        mixed = sum(w * float(calibrated_scores[name]) for name, w in self.weights.items())
+        return float(calibrate(mixed, self.threshold, self.temperature))
+
+    def stale_members(self, sha256_by_name: Mapping[str, str]) -> list[str]:
+        """Members missing from the zoo or whose file changed since the weights were fitted."""
+        return [name for name in self.members
+                if sha256_by_name.get(name) is None
+                or sha256_by_name[name] != self.member_sha256.get(name)]
+
+    def to_dict(self) -> dict:
+        return {"weights": self.weights, "threshold": self.threshold,
+                "temperature": self.temperature, "rule": self.rule,
+                "member_sha256": self.member_sha256, "metrics": self.metrics,
+                "fitted_on": self.fitted_on, "created": self.created}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        atomic.write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        self.card_path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EnsembleCard":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ModelError(f"ensemble card {path} is not readable JSON: {error}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("weights"), dict):
+            raise ModelError(f"ensemble card {path} has no weights")
+        known = {"weights", "threshold", "temperature", "rule", "member_sha256", "metrics",
+                 "fitted_on", "created"}
+        try:
+            card = cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError) as error:
+            raise ModelError(f"ensemble card {path} is malformed: {error}") from None
+        card.card_path = path
+        return card
+
+
+def load_ensemble(models_dir: str | Path) -> EnsembleCard | None:
+    """The folder's fitted ensemble, or None when it has none."""
+    path = Path(models_dir) / ENSEMBLE_CARD
+    return EnsembleCard.load(path) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class EnsembleChoice:
+    """What the ENSEMBLE score of an analysis is: the fitted card, or the plain mean."""
+    kind: str                                  # "fitted" or "mean"
+    weights: dict[str, float]
+    card: EnsembleCard | None = None
+
+    def face_score(self, calibrated_scores: Mapping[str, float]) -> float:
+        if self.card is not None:
+            return self.card.face_score(calibrated_scores)
+        return float(np.mean([calibrated_scores[name] for name in self.weights]))
+
+
+def choose(names: Sequence[str], card: EnsembleCard | None) -> EnsembleChoice:
+    """The fitted ensemble when all its members are among `names`, else the mean over `names`."""
+    if card is not None and set(card.members) <= set(names):
+        return EnsembleChoice("fitted", dict(card.weights), card)
+    return EnsembleChoice("mean", {name: 1.0 / len(names) for name in names})
+
+
+# --- fitting ---------------------------------------------------------------------------------
+
+@dataclass
+class VideoFaces:
+    """One analysed, labelled video as fitting needs it: per face (person, frame, calibrated
+    member scores)."""
+    label: int
+    faces: list[tuple[int, int, dict[str, float]]]
+
+
+def simplex_grid(members: int, steps: int = GRID_STEPS) -> np.ndarray:
+    """Every weight vector with entries in multiples of 1/steps summing to 1."""
+    rows = []
+    for cut in itertools.combinations(range(steps + members - 1), members - 1):
+        edges = (-1, *cut, steps + members - 1)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(members)])
+    return np.asarray(rows, dtype=np.float64) / steps
+
+
+def video_scores(videos: Sequence[VideoFaces], members: Sequence[str], weights: np.ndarray,
+                 rule: str, threshold: float = 0.5, temperature: float = 1.0) -> np.ndarray:
+    """Each video's aggregated ensemble score for one weight vector; no face -> 0.5."""
+    out = np.full(len(videos), 0.5)
+    for v, video in enumerate(videos):
+        if not video.faces:
+            continue
+        per_person: dict[int, dict[int, float]] = {}
+        for person, frame, scores in video.faces:
+            mixed = float(sum(w * scores[m] for m, w in zip(members, weights) if w > 0))
+            per_person.setdefault(person, {})[frame] = float(
+                calibrate(mixed, threshold, temperature))
+        out[v] = aggregate_video(per_person, rule=rule)
+    return out
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else math.nan
+
+
+def video_log_loss(labels, scores) -> float:
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.clip(np.asarray(scores, dtype=np.float64), *LOG_LOSS_CLIP)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def band_metrics(labels, scores, band: float) -> dict:
+    """Share of videos outside the UNCERTAIN band, and the accuracy on those."""
+    labels = np.asarray(labels, dtype=int)
+    decided = [(label_for(p, band), y) for p, y in zip(scores, labels)]
+    sure = [(lab, y) for lab, y in decided if lab != "UNCERTAIN"]
+    right = sum((lab == "FAKE") == (y == 1) for lab, y in sure)
+    return {"band": band, "decided_share": len(sure) / max(len(decided), 1),
+            "decided_accuracy": (right / len(sure)) if sure else None,
+            "decided_videos": len(sure), "videos": len(decided)}
+
+
+def bootstrap_auc_interval(labels, scores, *, resamples: int = 2000, seed: int = 0,
+                           level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the AUC, videos resampled with replacement; None when
+    the set has only one class."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels, dtype=int)
+    s = np.asarray(scores, dtype=np.float64)
+    if len(set(y.tolist())) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(y), len(y))
+        if len(set(y[pick].tolist())) == 2:
+            values.append(roc_auc_score(y[pick], s[pick]))
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def _fit_temperature(videos, members, weights, rule, labels, threshold) -> float:
+    from scipy.optimize import minimize_scalar
+
+    def loss(log_t: float) -> float:
+        scores = video_scores(videos, members, weights, rule, threshold, math.exp(log_t))
+        return video_log_loss(labels, scores)
+
+    found = minimize_scalar(loss, bounds=tuple(np.log(TEMPERATURE_RANGE)), method="bounded",
+                            options={"xatol": 1e-3})
+    return float(math.exp(found.x))
+
+
+def fit_ensemble(videos: Sequence[VideoFaces], members: Sequence[str], *, rule: str = "confident",
+                 band: float = 0.1, steps: int = GRID_STEPS,
+                 member_sha256: Mapping[str, str] | None = None,
+                 fitted_on: Mapping | None = None) -> EnsembleCard:
+    """Weights on the simplex grid maximising video AUC (ties: lower log loss, then fewer
+    members), then the ensemble's threshold (balanced accuracy) and temperature (video log loss).
+    Each member alone is a candidate, so on these videos the result is never worse than the best
+    member by AUC."""
+    members = list(members)
+    labels = np.array([v.label for v in videos], dtype=int)
+    if len(set(labels.tolist())) < 2:
+        raise ValueError("fitting an ensemble needs real and fake videos")
+    candidates = []
+    for weights in simplex_grid(len(members), steps):
+        scores = video_scores(videos, members, weights, rule)
+        candidates.append((_auc(labels, scores), -video_log_loss(labels, scores),
+                           -int(np.count_nonzero(weights)), tuple(weights)))
+    best = max(candidates)
+    weights = np.array(best[3])
+    raw = video_scores(videos, members, weights, rule)
+    threshold = fit_threshold(raw, labels)
+    # Calibration is monotonic per face but the rule aggregates after it, so it can reorder
+    # videos; it is kept only where it does not cost AUC.
+    temperature = _fit_temperature(videos, members, weights, rule, labels, threshold)
+    final = video_scores(videos, members, weights, rule, threshold, temperature)
+    if _auc(labels, final) < best[0] - 1e-9:
+        threshold, temperature = 0.5, _fit_temperature(videos, members, weights, rule, labels, 0.5)
+        final = video_scores(videos, members, weights, rule, threshold, temperature)
+        if _auc(labels, final) < best[0] - 1e-9:
+            threshold, temperature, final = 0.5, 1.0, raw
+
+    singles = {m: _auc(labels, video_scores(videos, members, np.eye(len(members))[i], rule))
+               for i, m in enumerate(members)}
+    interval = bootstrap_auc_interval(labels, final)
+    metrics = {
+        "val_video_auc": _auc(labels, final),
+        "val_video_auc_ci95": list(interval) if interval else None,
+        "val_video_log_loss": video_log_loss(labels, final),
+        "val_video_accuracy": float(np.mean((final >= 0.5) == (labels == 1))),
+        **{f"band_{k}": v for k, v in band_metrics(labels, final, band).items()},
+        "member_val_video_auc": singles,
+        "candidates": len(candidates),
+    }
+    kept = {m: float(w) for m, w in zip(members, weights) if w > 0}
+    return EnsembleCard(
+        weights=kept, threshold=float(threshold), temperature=float(temperature), rule=rule,
+        member_sha256={m: (member_sha256 or {}).get(m, "") for m in kept}, metrics=metrics,
+        fitted_on=dict(fitted_on or {}),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
