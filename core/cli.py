@@ -232,7 +232,7 @@ def cmd_models_record_eval(args) -> int:
     from .zoo import DEFAULT_MODELS_DIR, record_evaluation
 
     results = json.loads(args.results.read_text())
-    names = record_evaluation(results, args.models_dir or DEFAULT_MODELS_DIR)
+    names = record_evaluation(results, args.models_dir or DEFAULT_MODELS_DIR, band=args.band)
     print(f"recorded the evaluation in the cards of {', '.join(names) or 'no model'}")
     return 0
 
@@ -245,7 +245,8 @@ def cmd_models_check_quality(args) -> int:
     for problem in problems:
         print(f"quality gate: {problem}", file=sys.stderr)
     if not problems:
-        print(f"quality gate: ensemble val AUC {results['models']['ensemble']['auc']:.4f} holds")
+        print(f"quality gate: ensemble val AUC {results['models']['ensemble']['auc']:.4f} and "
+              f"{len(results['models']) - 1} model(s) hold")
     return 1 if problems else 0
 
 
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     record = model_commands.add_parser("record-eval", help="write an evaluate results JSON into the cards")
     record.add_argument("results", type=Path)
+    record.add_argument("--band", type=float, default=None,
+                        help="the UNCERTAIN band the evaluation used (default: the app's)")
     record.add_argument("--models-dir", type=Path, default=None)
     record.set_defaults(run=cmd_models_record_eval)
     check = model_commands.add_parser("check-quality",

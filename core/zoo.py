@@ -65,59 +65,126 @@ def load_models(selection: str | Iterable[str] = "all",
 # Card metric keys written by `models record-eval` from a full-pipeline evaluation on the val split.
 PIPELINE_KEYS = ("pipeline_val_video_auc", "pipeline_val_video_log_loss", "pipeline_val_video_accuracy")
 ENSEMBLE_AUC_KEY = "ensemble_val_video_auc"
+INTERVAL_KEY = "pipeline_val_video_auc_ci95"
 
 
-def record_evaluation(results: dict, models_dir: str | Path = DEFAULT_MODELS_DIR) -> list[str]:
-    """Write each model's evaluated AUC, log loss and accuracy (and the ensemble's AUC) into the
-    cards, so the app, the zoo table and CI's quality gate read one source."""
+def _pipeline_metrics(results: dict, name: str, band: float) -> dict:
+    """One model's full-pipeline metrics from an evaluate results JSON, with the AUC's bootstrap
+    interval and the share of videos decided (outside the UNCERTAIN band) and right."""
+    from .ensemble import band_metrics, bootstrap_auc_interval
+
+    metrics = results["models"][name]
+    labels = [v["label"] for v in results["videos"]]
+    scores = [v["scores"][name] for v in results["videos"]]
+    interval = bootstrap_auc_interval(labels, scores)
+    decided = band_metrics(labels, scores, band)
+    return {
+        **dict(zip(PIPELINE_KEYS, (metrics["auc"], metrics["log_loss"], metrics["accuracy"]))),
+        INTERVAL_KEY: list(interval) if interval else None,
+        "pipeline_val_decided_share": decided["decided_share"],
+        "pipeline_val_decided_accuracy": decided["decided_accuracy"],
+        "pipeline_val_band": band,
+        "pipeline_val_videos": metrics["videos"],
+    }
+
+
+def record_evaluation(results: dict, models_dir: str | Path = DEFAULT_MODELS_DIR,
+                      band: float | None = None) -> list[str]:
+    """Write each model's evaluated metrics (and the ensemble's AUC) into the cards, and the
+    ensemble's into the fitted ensemble card when the evaluation used it, so the app, the zoo
+    table and CI's quality gate read one source."""
     from .model_store import update_card
+    from .settings import AnalysisSettings
 
+    band = AnalysisSettings().band if band is None else band
     cards = available_models(models_dir)
     ensemble = results["models"].get("ensemble", {})
     updated = []
-    for name, metrics in results["models"].items():
+    for name in results["models"]:
         if name not in cards:
             continue
         card = cards[name]
-        values = dict(zip(PIPELINE_KEYS, (metrics["auc"], metrics["log_loss"], metrics["accuracy"])))
+        values = _pipeline_metrics(results, name, band)
         values[ENSEMBLE_AUC_KEY] = ensemble.get("auc")
         update_card(card, metrics={**card.metrics, **values})
         updated.append(name)
+    fitted = fitted_ensemble(models_dir)
+    if fitted is not None and "ensemble" in results["models"] \
+            and set(fitted.members) <= set(results["models"]):
+        fitted.metrics = {**fitted.metrics, **_pipeline_metrics(results, "ensemble", band)}
+        fitted.save(fitted.card_path)
+        updated.append("ensemble")
     return updated
 
 
 def quality_regressions(results: dict, models_dir: str | Path = DEFAULT_MODELS_DIR,
                         tolerance: float = 0.02) -> list[str]:
-    """Messages for every AUC that fell more than `tolerance` below what the cards recorded."""
+    """Messages for every AUC that fell more than `tolerance` below what the cards recorded: the
+    ensemble (the default verdict) and each model the evaluation ran."""
     problems = []
-    recorded = [c.metrics.get(ENSEMBLE_AUC_KEY) for c in available_models(models_dir).values()]
-    recorded = [v for v in recorded if v is not None]
-    if not recorded:
-        return ["no card records an ensemble AUC; run `python -m core models record-eval` first"]
-    expected = max(recorded)
+    cards = available_models(models_dir)
+    fitted = fitted_ensemble(models_dir)
+    if fitted is not None and fitted.metrics.get("pipeline_val_video_auc") is not None:
+        expected = fitted.metrics["pipeline_val_video_auc"]
+    else:
+        recorded = [c.metrics.get(ENSEMBLE_AUC_KEY) for c in cards.values()]
+        recorded = [v for v in recorded if v is not None]
+        if not recorded:
+            return ["no card records an ensemble AUC; run `python -m core models record-eval` first"]
+        expected = max(recorded)
     actual = results["models"]["ensemble"]["auc"]
     if actual is None or actual < expected - tolerance:
-        problems.append(f"ensemble val AUC {actual} is more than {tolerance} below the cards' {expected:.4f}")
+        problems.append(f"ensemble val AUC {actual} is more than {tolerance} below the cards' "
+                        f"{expected:.4f}")
+    for name, metrics in results["models"].items():
+        recorded = cards[name].metrics.get(PIPELINE_KEYS[0]) if name in cards else None
+        if recorded is not None and (metrics["auc"] is None
+                                     or metrics["auc"] < recorded - tolerance):
+            problems.append(f"{name} val AUC {metrics['auc']} is more than {tolerance} below "
+                            f"its card's {recorded:.4f}")
     return problems
 
 
-def zoo_markdown(models_dir: str | Path = DEFAULT_MODELS_DIR) -> str:
-    """The model zoo table, generated from the cards."""
-    def number(value, digits=3):
-        return "n/a" if value is None else f"{value:.{digits}f}"
+def _number(value, digits=3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
+
+def _auc_text(metrics: dict) -> str:
+    auc = metrics.get("pipeline_val_video_auc", metrics.get("val_video_auc"))
+    interval = metrics.get(INTERVAL_KEY)
+    return _number(auc) + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+
+
+def _share(value) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def zoo_markdown(models_dir: str | Path = DEFAULT_MODELS_DIR) -> str:
+    """The model zoo table, generated from the cards, with the fitted ensemble as the last row."""
     rows = ["| model | backbone | depth (cut layer) | input | params | size | training time | "
-            "val video AUC | log loss | accuracy |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "temperature | val video AUC [95% interval] | log loss | accuracy | decided | "
+            "accuracy when decided |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, card in available_models(models_dir).items():
         m = card.metrics
-        auc = m.get("pipeline_val_video_auc", m.get("val_video_auc"))
         loss = m.get("pipeline_val_video_log_loss", m.get("val_video_log_loss"))
         accuracy = m.get("pipeline_val_video_accuracy", m.get("val_video_accuracy"))
         minutes = card.training.get("wall_seconds")
         rows.append(
             f"| {name} | {card.backbone} | {card.depth} | {card.input_size} | "
             f"{card.params / 1e6:.2f} M | {card.size_bytes / 2**20:.1f} MB | "
-            f"{'n/a' if minutes is None else f'{minutes / 60:.0f} min'} | {number(auc)} | "
-            f"{number(loss)} | {number(accuracy)} |")
+            f"{'n/a' if minutes is None else f'{minutes / 60:.0f} min'} | "
+            f"{card.temperature:.2f} | {_auc_text(m)} | {_number(loss)} | {_number(accuracy)} | "
+            f"{_share(m.get('pipeline_val_decided_share'))} | "
+            f"{_share(m.get('pipeline_val_decided_accuracy'))} |")
+    fitted = fitted_ensemble(models_dir)
+    if fitted is not None:
+        m = fitted.metrics
+        members = " + ".join(f"{w:.2f} × {n}" for n, w in fitted.weights.items())
+        rows.append(
+            f"| **ensemble (default)** | {members} | | | | | | {fitted.temperature:.2f} | "
+            f"{_auc_text(m)} | {_number(m.get('pipeline_val_video_log_loss'))} | "
+            f"{_number(m.get('pipeline_val_video_accuracy'))} | "
+            f"{_share(m.get('pipeline_val_decided_share'))} | "
+            f"{_share(m.get('pipeline_val_decided_accuracy'))} |")
     return "\n".join(rows)

@@ -385,6 +385,7 @@ def test_result_key_changes_with_content_settings_and_models():
     assert base != app_state.result_key("abd", AnalysisSettings(frames=8), ["a", "b"])
     assert base != app_state.result_key("abc", AnalysisSettings(frames=16), ["a", "b"])
     assert base != app_state.result_key("abc", AnalysisSettings(frames=8), ["a"])
+    assert base != app_state.result_key("abc", AnalysisSettings(frames=8), ["a", "b"], "mean")
 
 
 def test_result_store_keeps_the_most_recent(analysed):
@@ -433,3 +434,40 @@ def test_gallery_faces_filter_and_sort(analysed):
     assert app_views.gallery_faces(result, persons=[999]) == []
     fakest = app_views.gallery_faces(result, model=result.models[0])
     assert fakest[0].score == max(f.scores[result.models[0]] for f in result.faces)
+
+
+def test_fitted_ensemble_is_the_default_and_the_sidebar_and_compare_say_how_it_weighs(
+        models_dir, clips, tmp_path, monkeypatch):
+    from core.ensemble import ENSEMBLE_CARD, EnsembleCard
+    from core.model_store import ModelCard
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(models_dir, zoo)
+    members = {"tiny_resnet50": 0.75, "tiny_vgg16": 0.25}
+    EnsembleCard(weights=members, threshold=0.45, temperature=1.5,
+                 member_sha256={n: ModelCard.load(zoo / f"{n}.json").sha256 for n in members},
+                 metrics={"val_video_auc": 0.9, "val_video_auc_ci95": [0.8, 1.0]}
+                 ).save(zoo / ENSEMBLE_CARD)
+    monkeypatch.setenv(MODELS_DIR_ENV, str(zoo))
+    at = new_app()
+    assert at.sidebar.radio(key="sidebar_ensemble").value == "fitted"
+    assert at.sidebar.multiselect(key="sidebar_models").value == list(members)
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert "tiny_resnet50 × 0.75" in captions and "tiny_vgg16 × 0.25" in captions
+
+    upload(at, clips["face"])
+    result = current(at).result
+    assert result.models == list(members)
+    assert result.ensemble == {"kind": "fitted", "weights": members}
+    assert any("fitted ensemble: tiny_resnet50 × 0.75" in m for m in card_markdown(at))
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    assert any("weights fitted on the validation split" in m.value for m in at.markdown)
+    assert any("ensemble (fitted)" in str(frame.value) for frame in at.dataframe)
+
+    # The plain mean stays available; it is a different analysis of the same upload.
+    at.switch_page("pages/analyze.py").run()
+    at.sidebar.radio(key="sidebar_ensemble").set_value("mean").run()
+    upload(at, clips["face"])
+    assert current(at).result.ensemble["kind"] == "mean"
+    assert len(at.session_state[app_state.STORE_KEY]) == 2

@@ -171,3 +171,47 @@ def test_cli_fits_the_ensemble_and_evaluate_reports_it(tmp_path, tiny_models_dir
     # By default only the fitted ensemble's members run.
     assert set(report["models"]) == set(card.members) | {"ensemble"}
     assert report["models"]["ensemble"]["auc"] == pytest.approx(card.metrics["val_video_auc"])
+
+
+def _results(names, scores_by_video, labels):
+    from core.evaluate import video_metrics
+
+    videos = [{"path": f"v{i}.mp4", "label": y, "scores": dict(zip(names, row))}
+              for i, (row, y) in enumerate(zip(scores_by_video, labels))]
+    models = {}
+    for n, name in enumerate(names):
+        metrics = video_metrics(labels, [row[n] for row in scores_by_video])
+        models[name] = {**metrics, "videos": len(labels), "no_face": 0}
+    return {"models": models, "videos": videos, "seconds": 1.0}
+
+
+def test_record_eval_fills_cards_table_and_the_gate_guards_default_and_members(
+        zoo_with_ensemble, tmp_path, capsys):
+    zoo = tmp_path / "zoo"
+    shutil.copytree(zoo_with_ensemble, zoo)
+    names = ["fake_leaning", "real_leaning", "bystander", "ensemble"]
+    labels = [0, 0, 0, 1, 1, 1]
+    rows = [[0.1, 0.2, 0.5, 0.15], [0.3, 0.35, 0.5, 0.3], [0.45, 0.3, 0.5, 0.5],
+            [0.55, 0.7, 0.5, 0.62], [0.8, 0.4, 0.5, 0.9], [0.9, 0.95, 0.5, 0.95]]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(_results(names, rows, labels)))
+    assert main(["models", "record-eval", str(results), "--models-dir", str(zoo)]) == 0
+    card = ModelCard.load(zoo / "fake_leaning.json")
+    assert card.metrics["pipeline_val_video_auc"] == pytest.approx(1.0)
+    # 0.45 and 0.55 lie in the UNCERTAIN band [0.4, 0.6).
+    assert card.metrics["pipeline_val_decided_share"] == pytest.approx(4 / 6)
+    assert card.metrics["pipeline_val_decided_accuracy"] == pytest.approx(1.0)
+    fitted = EnsembleCard.load(zoo / ens.ENSEMBLE_CARD)
+    assert fitted.metrics["pipeline_val_decided_share"] == pytest.approx(5 / 6)
+    capsys.readouterr()
+    assert main(["models", "table", "--models-dir", str(zoo)]) == 0
+    table = capsys.readouterr().out
+    assert "| **ensemble (default)** | 0.25 × fake_leaning + 0.75 × real_leaning |" in table
+    assert table.count("| 67% | 100% |") == 1 and table.rstrip().endswith("| 83% | 100% |")
+
+    assert main(["models", "check-quality", str(results), "--models-dir", str(zoo)]) == 0
+    worse = [[r[0], 1 - r[1], r[2], r[3]] for r in rows]      # real_leaning turned upside down
+    results.write_text(json.dumps(_results(names, worse, labels)))
+    assert main(["models", "check-quality", str(results), "--models-dir", str(zoo)]) == 1
+    err = capsys.readouterr().err
+    assert "real_leaning val AUC" in err and "ensemble" not in err
