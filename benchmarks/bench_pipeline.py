@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_pipeline.py VIDEO [--models-dir models] [--origin-frames 5]
     .venv/bin/python benchmarks/bench_pipeline.py --long-video   # memory on a generated 1-hour clip
 
-Prints: decode-only time (baseline 1), the verdict with one model and with all five, the annotated
-full clip, and the origin project's way (baseline 2: the plain `mtcnn` package on full-resolution
+Prints: decode-only time (baseline 1), the default verdict (the fitted ensemble's members, as the
+app and the CLI run by default), the verdict with one model and with the five origin families, the
+annotated full clip, and the origin project's way (baseline 2: the plain `mtcnn` package on full-resolution
 frames, full-depth 224 px backbone). The origin's way is timed on --origin-frames frames and
 extrapolated to 32 sampled frames (verdict) and to every frame (annotated output); that is said in
 the output. When the models folder lacks a backbone family, an untrained model of its planned shape is
@@ -26,12 +27,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
-from core.backbones import BACKBONES, build_classifier  # noqa: E402
+from core.backbones import ORIGIN_BACKBONES, build_classifier, get_spec  # noqa: E402
 from core.model_store import save_model  # noqa: E402
 from core.pipeline import analyze_video, make_detector  # noqa: E402
 from core.settings import AnalysisSettings  # noqa: E402
 from core.video import probe, sample_frames  # noqa: E402
-from core.zoo import DEFAULT_MODELS_DIR, available_models, load_models  # noqa: E402
+from core.zoo import (DEFAULT_MODELS_DIR, available_models, default_selection,  # noqa: E402
+                      fitted_ensemble, load_models)
 
 
 def decode_only(path: Path) -> float:
@@ -63,6 +65,8 @@ def with_stand_ins(models_dir: Path, folder: Path) -> Path:
     for card in shipped.values():
         shutil.copy2(card.card_path, folder / card.card_path.name)
         shutil.copy2(card.model_path, folder / card.model_path.name)
+    if fitted_ensemble(models_dir) is not None:
+        shutil.copy2(fitted_ensemble(models_dir).card_path, folder)
     present = {card.backbone for card in shipped.values()}
     for name, (depth, size) in STAND_IN_SHAPES.items():
         if name in present:
@@ -178,8 +182,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         models_dir = args.models_dir
-        if len({c.backbone for c in available_models(models_dir).values()}) < len(BACKBONES):
-            print(f"{models_dir} lacks some backbone families; speed does not depend on weights:")
+        present = {c.backbone for c in available_models(models_dir).values()}
+        if not set(ORIGIN_BACKBONES) <= present:
+            print(f"{models_dir} lacks some origin families; speed does not depend on weights:")
             models_dir = with_stand_ins(models_dir, Path(tmp))
         if args.long_video:
             long_video_memory(models_dir)
@@ -201,15 +206,22 @@ def run(args, models_dir: Path) -> None:
     def best(fn):
         return min(fn() for _ in range(args.repeat))
 
-    def timed(models, annotated=None):
+    def timed(models, annotated=None, ensemble=None):
         def once():
             started = time.perf_counter()
             once.result = analyze_video(args.video, detector, models, settings, keep_images=False,
-                                        annotated_path=annotated)
+                                        annotated_path=annotated, ensemble=ensemble)
             return time.perf_counter() - started
         return once
 
     decode = best(lambda: decode_only(args.video))
+    default_names = default_selection(models_dir)
+    default_models = [c for c in classifiers if c.name in default_names]
+    default = timed(models=default_models, ensemble=fitted_ensemble(models_dir))
+    t_default = best(default)
+    origin_five = [c for c in classifiers if get_spec(c.card.backbone).origin]
+    five = timed(models=origin_five)
+    t_five = best(five)
     chosen = next((c for c in classifiers if c.name == args.one_model), None) or next(
         (c for c in classifiers if c.card.backbone == "resnet50"), classifiers[0])
     one = timed(models=[chosen])
@@ -234,9 +246,15 @@ def run(args, models_dir: Path) -> None:
     for name, v in all_five.result.verdicts.items():
         print(f"    {name:<28} {v.seconds:6.2f}")
     print("\nend to end (s), best of", args.repeat)
+    print(f"  default verdict = {default.result.primary} "
+          f"({default.result.ensemble.get('kind', 'one model')}: "
+          + ", ".join(f"{n} {w:.2f}" for n, w in default.result.ensemble.get('weights', {}).items())
+          + ")")
     rows = [
         ("decode only (baseline)", decode, None),
+        (f"default verdict ({len(default_models)} model(s))", t_default, 3),
         (f"verdict, one model ({chosen.name})", t_one, 3),
+        (f"verdict, the {len(origin_five)} origin families + mean", t_five, 6),
         (f"verdict, all {len(classifiers)} models + ensemble", t_all, 6),
         ("annotated full clip, all models", t_annotated, 10),
     ]

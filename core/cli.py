@@ -1,5 +1,5 @@
-"""`python -m core ...`: batch scans, evaluation, model import (and, from the training issue,
-extraction and training). Errors print one line and exit 2; heavy imports happen per command."""
+"""`python -m core ...`: batch scans, evaluation, the model zoo, and (from core.training)
+extraction and training. Errors print one line and exit 2; heavy imports happen per command."""
 from __future__ import annotations
 
 import argparse
@@ -312,13 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--models-dir", type=Path, default=None)
     table.set_defaults(run=cmd_models_table)
 
-    for register in _EXTRA_COMMANDS:
-        register(commands)
+    from .training.cli import register as register_training
+
+    register_training(commands)
     return parser
-
-
-# Later issues (extraction, training) add their sub-commands here without touching the above.
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,4 +327,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-from . import cli_training  # noqa: E402,F401

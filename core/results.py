@@ -9,8 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from .settings import AnalysisSettings
-from .video import VideoInfo
+
+if TYPE_CHECKING:      # core.video needs PyAV; results are also read where no video is decoded
+    from .video import VideoInfo
 
 ENSEMBLE = "ensemble"
 NO_FACE = "NO_FACE"

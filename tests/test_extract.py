@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core import cli
-from core.extract import (INDEX_COLUMNS, ExtractSettings, crop_face, crop_geometry,
+from core.training.extract import (INDEX_COLUMNS, ExtractSettings, crop_face, crop_geometry,
                           read_index, select_faces, video_id)
 from core.faces import Detection
 from core.tracking import Track, iou

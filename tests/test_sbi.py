@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from skimage.data import astronaut
 
-from core.extract import crop_face
+from core.training.extract import crop_face
 from core.faces import FaceDetector
-from core.sbi import blend, face_mask, keypoint_array, make_source, self_blend
+from core.training.sbi import blend, face_mask, keypoint_array, make_source, self_blend
 
 SEEDS = range(24)
 

@@ -10,9 +10,9 @@ import pytest
 from core import cli
 from core.calibration import (balanced_accuracy, calibrated, fit_calibration, fit_temperature,
                               fit_threshold, log_loss)
-from core.extract import ExtractSettings, extract, read_index, tasks_from_labels
+from core.training.extract import ExtractSettings, extract, read_index, tasks_from_labels
 from core.model_store import load_classifier
-from core.train import (COSINE_FLOOR, FaceSet, TrainConfig, effective_class_weights, is_better,
+from core.training.train import (COSINE_FLOOR, FaceSet, TrainConfig, effective_class_weights, is_better,
                         jittered_crop, learning_rate, load_faces, make_batch, split_rows,
                         validation_metrics)
 from tests.fixtures import make_face_clip

@@ -1,10 +1,10 @@
-"""`python -m core extract` and `python -m core train`, registered into core.cli."""
+"""`python -m core extract` and `python -m core train`; core.cli's parser adds them through
+`register`, so this package is imported only when the CLI is built, never by the app."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .cli import _EXTRA_COMMANDS
 
 
 def cmd_extract(args) -> int:
@@ -61,7 +61,7 @@ def cmd_train(args) -> int:
 
 
 def register(commands) -> None:
-    from .settings import AnalysisSettings
+    from ..settings import AnalysisSettings
 
     defaults = AnalysisSettings()
     extract = commands.add_parser(
@@ -119,5 +119,3 @@ def register(commands) -> None:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
 
-
-_EXTRA_COMMANDS.append(register)

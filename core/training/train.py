@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import atomic
+from .. import atomic
 from .augment import AUGMENT_PRESETS, AugmentSettings, augment
 from .extract import read_index
 from .sbi import self_blend
@@ -307,7 +307,7 @@ def _set_policy(mixed_bf16: bool) -> None:
 
 
 def _build(config: TrainConfig, weights: str | None):
-    from .backbones import build_classifier
+    from ..backbones import build_classifier
 
     return build_classifier(config.backbone, weights=weights, depth=config.depth,
                             input_size=config.input_size, dropout=config.dropout)
@@ -393,7 +393,7 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
     """Train (or resume) and write config.out with its card; returns the ModelCard."""
-    from .backbones import get_spec, imagenet_weights_path
+    from ..backbones import get_spec, imagenet_weights_path
 
     started = time.monotonic()
     spec = get_spec(config.backbone)
@@ -467,9 +467,9 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
             split_how, started):
     """The best epoch's weights in a plain float32 model (no optimizer, no bf16 policy), calibrated
     on the validation split, saved with its card."""
-    from .calibration import calibrated, fit_calibration
-    from .evaluate import video_metrics
-    from .model_store import save_model
+    from ..calibration import calibrated, fit_calibration
+    from ..evaluate import video_metrics
+    from ..model_store import save_model
 
     _set_policy(False)
     model = _build(config, None)

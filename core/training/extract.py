@@ -32,10 +32,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import atomic
-from .errors import VideoError
-from .faces import KEYPOINT_NAMES, Detection, FaceDetector, square_crop
-from .settings import AnalysisSettings
+from .. import atomic
+from ..errors import VideoError
+from ..faces import KEYPOINT_NAMES, Detection, FaceDetector, square_crop
+from ..settings import AnalysisSettings
 
 NATIVE_CROP_CAP = 384      # --crop-size 0 keeps native resolution up to this side
 MIN_AUTO_FRAMES = 16       # enough samples for tracking to tell persons from strays
@@ -179,8 +179,8 @@ def extract_video(task: VideoTask, out_dir: Path, detector: FaceDetector,
                   settings: ExtractSettings) -> list[dict]:
     """Crop and save one video's faces; returns its index rows (it writes no index itself).
     Raises a VideoError when the video cannot be decoded."""
-    from .tracking import link_tracks
-    from .video import probe, sample_frames
+    from ..tracking import link_tracks
+    from ..video import probe, sample_frames
 
     info = probe(task.path)
     frames: dict[int, object] = {}
@@ -280,7 +280,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def tasks_from_labels(labels: str | Path, split: str | None = None) -> list[VideoTask]:
-    from .evaluate import load_labels
+    from ..evaluate import load_labels
 
     labels = Path(labels)
     base = labels if labels.is_dir() else labels.parent
