@@ -229,6 +229,12 @@ class Classifier:
 
 def load_classifier(path_or_card) -> Classifier:
     """Check the file against its card's sha256, load it with safe_mode, trace and warm predict."""
+    return Classifier(*load_checked_model(path_or_card))
+
+
+def load_checked_model(path_or_card) -> tuple[keras.Model, ModelCard]:
+    """The Keras model and its card, after checking the file against the card's sha256, loaded
+    with safe_mode; on any Keras backend (Classifier's traced predict needs TensorFlow)."""
     card = _resolve_card(path_or_card)
     model_path = card.model_path
     if not model_path.is_file():
@@ -248,7 +254,7 @@ def load_classifier(path_or_card) -> Classifier:
         raise ModelError(
             f"{model_path.name} takes {shape[1:]} but its card says {card.input_size}px"
         )
-    return Classifier(model, card)
+    return model, card
 
 
 def discover_models(models_dir) -> list[Path]:

@@ -4,12 +4,14 @@ import csv
 import json
 import math
 
+import cv2
 import numpy as np
 import pytest
 
 from core import cli
 from core.calibration import (balanced_accuracy, calibrated, fit_calibration, fit_temperature,
                               fit_threshold, log_loss)
+from core.training.augment import AUGMENT_PRESETS
 from core.training.extract import ExtractSettings, extract, read_index, tasks_from_labels
 from core.model_store import load_classifier
 from core.training.train import (COSINE_FLOOR, FaceSet, TrainConfig, effective_class_weights, is_better,
@@ -134,12 +136,13 @@ def test_batches_turn_real_faces_into_sbi_fakes(faces_dir):
     assert all(im.shape == (72, 72, 3) and im.dtype == np.uint8 for im in faces.images)
     assert np.all(np.isfinite(faces.keypoints))
     everything = list(range(len(faces)))
-    x, y = make_batch(faces, everything, 64, np.random.default_rng(1), sbi_fraction=1.0,
-                      augmentation=None)
+    x, y, no_teacher = make_batch(faces, everything, 64, np.random.default_rng(1),
+                                  sbi_fraction=1.0, augmentation=None)
+    assert no_teacher is None
     assert x.shape == (len(rows), 64, 64, 3) and x.dtype == np.float32
     assert 0 <= x.min() and x.max() <= 255 and np.all(y == 1)
-    x0, y0 = make_batch(faces, everything, 64, np.random.default_rng(1), sbi_fraction=0.0,
-                        augmentation=None)
+    x0, y0, _ = make_batch(faces, everything, 64, np.random.default_rng(1), sbi_fraction=0.0,
+                           augmentation=None)
     assert np.all(y0 == 0)
     # SBI changed pixels (the labels alone could not tell).
     assert not np.array_equal(x, x0)
@@ -249,3 +252,65 @@ def test_calibration_with_one_class_keeps_defaults():
     assert fit_temperature([0.2, 0.4], [1, 1]) == 1.0
     with pytest.raises(ValueError):
         fit_threshold([0.2], [0, 1])
+
+
+# --- distillation ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def teacher_path(tmp_path_factory):
+    """A real (tiny, untrained) model with a known calibrated output: P(fake) 0.8 for every face,
+    threshold 0.5, temperature 1."""
+    from tests.conftest import make_tiny_model
+
+    folder = tmp_path_factory.mktemp("teacher")
+    make_tiny_model(folder, "resnet50", name="teacher", constant_output=0.8)
+    return folder / "teacher.keras"
+
+
+def test_the_teacher_sees_the_students_face_and_mixes_its_score_into_the_target(
+        faces_dir, teacher_path):
+    from core.training.distill import load_teacher
+
+    teacher = load_teacher(teacher_path, weight=0.25)
+    assert teacher.input_size == 64 and teacher.name == "teacher"
+    faces = load_faces(read_index(faces_dir), 80)
+    x, y, x_teacher = make_batch(faces, list(range(len(faces))), 48, np.random.default_rng(3),
+                                 sbi_fraction=0.5, augmentation=AUGMENT_PRESETS["compression"],
+                                 teacher_size=64)
+    assert x.shape[1:] == (48, 48, 3) and x_teacher.shape[1:] == (64, 64, 3)
+    # The same augmented face at two sizes: the student's is the teacher's, resized.
+    for student, seen in zip(x, x_teacher):
+        resized = cv2.resize(seen.astype(np.uint8), (48, 48), interpolation=cv2.INTER_AREA)
+        assert np.abs(resized.astype(float) - student).mean() < 4.0
+    targets = teacher.targets(y, x_teacher)
+    np.testing.assert_allclose(targets, 0.25 * 0.8 + 0.75 * y, atol=1e-5)
+    assert sorted(set(np.round(targets.astype(float), 4).tolist())) == [0.2, 0.95]
+
+
+def test_train_with_a_teacher_records_the_distillation(faces_dir, teacher_path, tmp_path):
+    out = tmp_path / "student.keras"
+    code = cli.main(["train", *TINY, "--faces", str(faces_dir), "--out", str(out),
+                     "--run-dir", str(tmp_path / "run"), "--epochs", "1",
+                     "--teacher", str(teacher_path), "--distill-weight", "0.7"])
+    assert code == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    distillation = card["training"]["distillation"]
+    assert distillation["teacher"] == "teacher" and distillation["weight"] == 0.7
+    assert distillation["teacher_sha256"] == json.loads(
+        teacher_path.with_suffix(".json").read_text())["sha256"]
+    assert load_classifier(out).predict(np.zeros((1, 64, 64, 3))).shape == (1,)
+
+
+def test_a_teacher_that_does_not_match_its_card_is_refused(faces_dir, teacher_path, tmp_path,
+                                                          capsys):
+    import shutil
+
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    shutil.copy2(teacher_path.with_suffix(".json"), forged / "teacher.json")
+    (forged / "teacher.keras").write_bytes(teacher_path.read_bytes() + b"tampered")
+    code = cli.main(["train", *TINY, "--faces", str(faces_dir), "--out", str(tmp_path / "s.keras"),
+                     "--run-dir", str(tmp_path / "run"), "--epochs", "1",
+                     "--teacher", str(forged / "teacher.keras")])
+    assert code == 2
+    assert "does not match its card" in capsys.readouterr().err

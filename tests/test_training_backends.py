@@ -1,4 +1,4 @@
-"""Training off TensorFlow: `python -m core train` under Keras on PyTorch in a process where
+"""Training off TensorFlow: `python -m core train` under Keras on JAX and on PyTorch in a process where
 TensorFlow, PyAV and mtcnn cannot be imported (a machine with a GPU, JAX and PyTorch but neither
 of those), and the model it exports scoring the same faces under TensorFlow."""
 from __future__ import annotations
@@ -50,7 +50,8 @@ def test_the_blocker_really_blocks(no_tensorflow_path):
     assert done.returncode != 0 and "No module named 'av'" in done.stderr
 
 
-def test_training_code_and_the_cli_import_without_tensorflow_or_pyav(no_tensorflow_path):
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_training_code_and_the_cli_import_without_tensorflow_or_pyav(no_tensorflow_path, backend):
     done = run_without_tensorflow("""
         import keras
         from core.cli import build_parser
@@ -60,14 +61,15 @@ def test_training_code_and_the_cli_import_without_tensorflow_or_pyav(no_tensorfl
         build_parser().parse_args(["train", "--backbone", "vgg16", "--faces", "x"])
         model = build_classifier("efficientnet_lite0", depth="block2b_add", input_size=64)
         print(keras.backend.backend(), sorted(m for m in {BLOCKED!r} if m in sys.modules))
-    """.replace("{BLOCKED!r}", repr(BLOCKED)), no_tensorflow_path)
+    """.replace("{BLOCKED!r}", repr(BLOCKED)), no_tensorflow_path, backend)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "torch []"
+    assert done.stdout.strip().splitlines()[-1] == f"{backend} []"
 
 
 @pytest.mark.slow
-def test_train_under_torch_exports_a_model_tensorflow_scores_the_same(  # noqa: F811
-        faces_dir, tmp_path, no_tensorflow_path):
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_training_off_tensorflow_exports_a_model_tensorflow_scores_the_same(  # noqa: F811
+        faces_dir, tmp_path, no_tensorflow_path, backend):
     out = tmp_path / "models" / "lite_torch.keras"
     scores_file = tmp_path / "torch_scores.json"
     rows = read_index(faces_dir)[:6]
@@ -88,15 +90,15 @@ def test_train_under_torch_exports_a_model_tensorflow_scores_the_same(  # noqa: 
         json.dump({{"backend": keras.backend.backend(), "scores": scores.tolist(),
                    "blocked_loaded": [m for m in {BLOCKED!r} if m in sys.modules]}},
                   open({str(scores_file)!r}, "w"))
-    """, no_tensorflow_path)
+    """, no_tensorflow_path, backend)
     assert done.returncode == 0, done.stderr[-3000:]
-    under_torch = json.loads(scores_file.read_text())
-    assert under_torch["backend"] == "torch" and under_torch["blocked_loaded"] == []
+    under_backend = json.loads(scores_file.read_text())
+    assert under_backend["backend"] == backend and under_backend["blocked_loaded"] == []
 
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["training"]["weights"] == "imagenet"
     assert card["training"]["recipe"]["augmentation"]["preset"] == "compression"
     classifier = load_classifier(out)               # TensorFlow here; sha256 checked, safe_mode
     under_tensorflow = classifier.predict(crops)
-    np.testing.assert_allclose(under_tensorflow, under_torch["scores"], atol=1e-4)
+    np.testing.assert_allclose(under_tensorflow, under_backend["scores"], atol=1e-4)
     assert np.ptp(under_tensorflow) > 0

@@ -55,7 +55,9 @@ def cmd_train(args) -> int:
             sbi_fraction=args.sbi_fraction, augment=args.augment,
             class_weights=None if args.class_weights == "none" else args.class_weights,
             mixed_bf16=args.mixed_bf16, max_minutes=args.max_minutes,
-            val_fraction=args.val_fraction, seed=args.seed, workers=args.workers or 2)
+            val_fraction=args.val_fraction, seed=args.seed, workers=args.workers or 2,
+            teacher=str(args.teacher) if args.teacher else None,
+            distill_weight=args.distill_weight)
     train(config, resume=args.resume, progress=not args.no_progress)
     return 0
 
@@ -110,6 +112,11 @@ def register(commands) -> None:
                             "'compression' re-encodes harder (c40-like)")
     train.add_argument("--class-weights", choices=("balanced", "none"), default="none")
     train.add_argument("--mixed-bf16", action="store_true", help="mixed_bfloat16 policy")
+    train.add_argument("--teacher", type=Path, default=None,
+                       help="a trained model (.keras beside its card) whose calibrated P(fake) of "
+                            "each augmented training face is mixed into the target")
+    train.add_argument("--distill-weight", type=float, default=0.5,
+                       help="the teacher's share of the target (default 0.5)")
     train.add_argument("--max-minutes", type=float, default=None,
                        help="stop cleanly after this much wall time, keeping the best epoch")
     train.add_argument("--val-fraction", type=float, default=0.2,

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import atomic
 from .augment import AUGMENT_PRESETS, AugmentSettings, augment
+from .distill import load_teacher
 from .extract import read_index
 from .sbi import self_blend
 
@@ -60,6 +61,8 @@ class TrainConfig:
     val_fraction: float = 0.2           # only when the index has no split == "val" rows
     seed: int = 0
     workers: int = 2                    # batch-building threads
+    teacher: str | None = None          # a zoo model (.keras beside its card) to distil from
+    distill_weight: float = 0.5         # share of the teacher's P(fake) in the target
 
     def __post_init__(self):
         if self.augment is True:            # older run folders stored a flag
@@ -85,6 +88,8 @@ class TrainConfig:
             raise ValueError("max minutes must be positive")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError("val fraction must be in (0, 1)")
+        if not 0.0 < self.distill_weight <= 1.0:
+            raise ValueError("distill weight must be in (0, 1]")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -188,23 +193,30 @@ def effective_class_weights(labels: np.ndarray, sbi_fraction: float) -> dict[int
 
 
 def make_batch(faces: FaceSet, indices, input_size: int, rng: np.random.Generator, *,
-               sbi_fraction: float, augmentation: AugmentSettings | None):
-    """(x float32 N x S x S x 3 in [0, 255], y float32 N): SBI on a share of the real faces,
-    jittered crop, then augmentation."""
+               sbi_fraction: float, augmentation: AugmentSettings | None,
+               teacher_size: int | None = None):
+    """(x float32 N x S x S x 3 in [0, 255], y float32 N, teacher x or None): SBI on a share of
+    the real faces, jittered crop, then augmentation. With teacher_size, the face is cropped and
+    augmented at the larger of the two sizes and resized for each, so both see the same face."""
+    work = max(input_size, teacher_size or 0)
     x = np.empty((len(indices), input_size, input_size, 3), dtype=np.float32)
     y = np.empty((len(indices),), dtype=np.float32)
+    x_teacher = (np.empty((len(indices), teacher_size, teacher_size, 3), dtype=np.float32)
+                 if teacher_size else None)
     for row, j in enumerate(indices):
         image, label = faces.images[j], int(faces.labels[j])
         if label == 0 and sbi_fraction > 0 and rng.random() < sbi_fraction \
                 and np.all(np.isfinite(faces.keypoints[j])):
             image, _ = self_blend(image, faces.keypoints[j], rng)
             label = 1
-        image = jittered_crop(image, input_size, rng)
+        image = jittered_crop(image, work, rng)
         if augmentation is not None:
             image = augment(image, rng, augmentation)
-        x[row] = image
+        x[row] = centre_crop(image, input_size)
+        if x_teacher is not None:
+            x_teacher[row] = centre_crop(image, teacher_size)
         y[row] = label
-    return x, y
+    return x, y, x_teacher
 
 
 def steps_per_epoch(faces: int, batch: int) -> int:
@@ -220,9 +232,10 @@ def _py_dataset_class():
 
         def __init__(self, faces: FaceSet, input_size: int, batch: int, *, sbi_fraction: float,
                      augmentation: AugmentSettings | None, class_weight: dict | None, seed: int,
-                     epoch: int = 0, workers: int = 2):
+                     epoch: int = 0, workers: int = 2, teacher=None):
             super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
             self.faces, self.input_size, self.batch = faces, input_size, batch
+            self.teacher = teacher
             self.sbi_fraction, self.augmentation = sbi_fraction, augmentation
             self.class_weight, self.seed = class_weight, seed
             self.epoch = epoch
@@ -237,12 +250,16 @@ def _py_dataset_class():
         def __getitem__(self, i):
             chosen = self._order[i * self.batch:(i + 1) * self.batch]
             rng = np.random.default_rng([self.seed, self.epoch, i])
-            x, y = make_batch(self.faces, chosen, self.input_size, rng,
-                              sbi_fraction=self.sbi_fraction, augmentation=self.augmentation)
+            x, y, x_teacher = make_batch(
+                self.faces, chosen, self.input_size, rng, sbi_fraction=self.sbi_fraction,
+                augmentation=self.augmentation,
+                teacher_size=self.teacher.input_size if self.teacher else None)
+            target = y if self.teacher is None else self.teacher.targets(y, x_teacher)
             if self.class_weight is None:
-                return x, y
+                return x, target
+            # Weighted by the face's own label: the teacher softens targets, not class balance.
             weights = np.where(y > 0.5, self.class_weight[1], self.class_weight[0])
-            return x, y, weights.astype(np.float32)
+            return x, target, weights.astype(np.float32)
 
         def on_epoch_end(self):
             self.epoch += 1
@@ -446,10 +463,14 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
     class_weight = (effective_class_weights(train_set.labels, config.sbi_fraction)
                     if config.class_weights == "balanced" else None)
     augmentation = AUGMENT_PRESETS[config.augment] if config.augment else None
+    teacher = load_teacher(config.teacher, config.distill_weight) if config.teacher else None
+    if teacher is not None:
+        print(f"distilling from {teacher.name} ({teacher.input_size} px), weight "
+              f"{teacher.weight:g}", flush=True)
     batches = _py_dataset_class()(
         train_set, input_size, config.batch, sbi_fraction=config.sbi_fraction,
         augmentation=augmentation, class_weight=class_weight, seed=config.seed,
-        epoch=initial_epoch, workers=config.workers)
+        epoch=initial_epoch, workers=config.workers, teacher=teacher)
     already_stopped = resume and state["wait"] >= config.patience
     if initial_epoch < config.epochs and not already_stopped:
         callbacks = _callbacks(config, state, run_dir, val_set, val_inputs, started, progress,
@@ -460,11 +481,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
         raise ValueError("training ended before any epoch finished; nothing to save")
 
     return _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight,
-                   augmentation, split_how, started)
+                   augmentation, split_how, started, teacher)
 
 
 def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight, augmentation,
-            split_how, started):
+            split_how, started, teacher=None):
     """The best epoch's weights in a plain float32 model (no optimizer, no bf16 policy), calibrated
     on the validation split, saved with its card."""
     from ..calibration import calibrated, fit_calibration
@@ -527,6 +548,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
         },
         "calibration": {"threshold_on": "val video mean of face P(fake), max balanced accuracy",
                         "temperature_on": "val faces, min log loss"},
+        "distillation": teacher.describe() if teacher is not None else None,
         "wall_seconds": round(wall, 1),
     }
     card = save_model(model, config.out, threshold=calibration.threshold,
