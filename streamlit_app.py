@@ -58,7 +58,7 @@ with st.sidebar:
                     + (f"; {len(selected) - len(fitted.members)} other model(s) run for "
                        "comparison only" if len(selected) > len(fitted.members) else ""))
     else:
-        st.warning(f"No models in {app_cache.models_dir()}. Import one on the Models page.")
+        st.warning("No models in the zoo. Import one on the Models page.")
     frames = st.slider("Frames to sample", 4, 96, defaults.frames, step=4, key="sidebar_frames",
                        help="Evenly spaced over the whole clip.")
     rule = st.selectbox("Aggregation rule", RULES, index=RULES.index(defaults.rule),

@@ -27,29 +27,37 @@ class LabelledVideo:
     extra: dict = field(default_factory=dict)
 
 
-def load_labels(source: str | Path, split: str | None = None) -> list[LabelledVideo]:
+def load_labels(source: str | Path, split: str | None = None,
+                root: Path | None = None) -> list[LabelledVideo]:
     """Read a labels CSV (paths relative to it) or a DFDC folder with metadata.json.
-    `split` keeps only rows whose `split` column (or DFDC `split` field) matches."""
+    `split` keeps only rows whose `split` column (or DFDC `split` field) matches.
+    `root` (core.data_root): every listed video must lie inside it, after resolving `..` and
+    symbolic links, and messages name paths relative to it."""
+    from .data_root import PathNotAllowedError, inside, shown
+
     source = Path(source)
+    if root is not None and not inside(root, source):
+        raise PathNotAllowedError(f"{shown(root, source)} is outside the data root")
+    name = shown(root, source) if root is not None else str(source)
     if source.is_dir():
         metadata = source / "metadata.json"
         if not metadata.is_file():
-            raise LabelsError(f"{source} is a folder without metadata.json (expected a DFDC folder)")
+            raise LabelsError(f"{name} is a folder without metadata.json (expected a DFDC folder)")
         try:
             entries = json.loads(metadata.read_text())
         except json.JSONDecodeError as error:
-            raise LabelsError(f"{metadata} is not valid JSON: {error}") from None
+            raise LabelsError(f"{name}/metadata.json is not valid JSON: {error}") from None
         rows = [{"path": name, **values} for name, values in entries.items()]
         base = source
     elif source.is_file():
         with source.open(newline="") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-                raise LabelsError(f"{source} needs a header with 'path' and 'label' columns")
+                raise LabelsError(f"{name} needs a header with 'path' and 'label' columns")
             rows = list(reader)
         base = source.parent
     else:
-        raise LabelsError(f"{source} does not exist")
+        raise LabelsError(f"{name} does not exist")
 
     videos = []
     for number, row in enumerate(rows, start=1):
@@ -57,15 +65,20 @@ def load_labels(source: str | Path, split: str | None = None) -> list[LabelledVi
             continue
         label = _LABEL_VALUES.get(str(row.get("label", "")).strip().upper())
         if label is None:
-            raise LabelsError(f"{source}: row {number} has label {row.get('label')!r}; "
+            raise LabelsError(f"{name}: row {number} has label {row.get('label')!r}; "
                               "use REAL/FAKE or 0/1")
         extra = {k: v for k, v in row.items() if k not in ("path", "label")}
-        videos.append(LabelledVideo(base / row["path"], label, extra))
+        path = base / str(row.get("path") or "")
+        if root is not None and not inside(root, path):
+            raise PathNotAllowedError(f"{name}: row {number} names {row.get('path')}, which is "
+                                      "outside the data root")
+        videos.append(LabelledVideo(path, label, extra))
     if not videos:
-        raise LabelsError(f"{source} lists no videos" + (f" in split {split!r}" if split else ""))
+        raise LabelsError(f"{name} lists no videos" + (f" in split {split!r}" if split else ""))
     missing = [v.path for v in videos if not v.path.is_file()]
     if missing:
-        raise LabelsError(f"{len(missing)} listed videos are missing, e.g. {missing[0]}")
+        example = shown(root, missing[0]) if root is not None else missing[0]
+        raise LabelsError(f"{len(missing)} listed videos are missing, e.g. {example}")
     return videos
 
 

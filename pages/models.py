@@ -11,6 +11,7 @@ import app_cache
 import app_state
 import app_views
 from core.backbones import ORIGIN_BACKBONES, PREPROCESSING_MODES
+from core.data_root import DATA_ROOT_ENV, data_root, resolve_under
 from core.errors import DetectorError
 from core.evaluate import evaluate, load_labels
 from core.h5_import import import_h5
@@ -25,7 +26,7 @@ if flash:
 
 cards = app_cache.list_models()
 head = st.columns([4, 1])
-head[0].caption(f"{len(cards)} models in {models_dir}")
+head[0].caption(f"{len(cards)} models in the zoo")
 if head[1].button("Refresh", key="models_refresh", help="Read the models folder again."):
     app_cache.forget_model_listing()
     st.rerun()
@@ -41,23 +42,32 @@ else:
     st.warning("No models yet: train one (python -m core train) or import an .h5 below.")
 
 st.header("Evaluate on a labelled set")
-st.caption("A CSV with path,label columns (paths relative to it) or a DFDC folder with "
-           "metadata.json, on the server. Uses the models and settings of the sidebar.")
-source = st.text_input("Labels CSV or DFDC folder", key="evaluate_source",
-                       placeholder="/data/labels.csv")
-split = st.text_input("Split (optional)", key="evaluate_split",
+root = data_root()
+if root is None:
+    st.info(f"Evaluating on files of the server is off. The operator turns it on by setting "
+            f"{DATA_ROOT_ENV} to a folder of labelled videos; then a CSV or DFDC folder under it "
+            f"can be named here.", icon=":material/lock:")
+else:
+    st.caption("A CSV with path,label columns (paths relative to it) or a DFDC folder with "
+               "metadata.json, under the server's data root; only files under it are read. "
+               "Uses the models and settings of the sidebar.")
+source = st.text_input("Labels CSV or DFDC folder, relative to the data root",
+                       key="evaluate_source", placeholder="labels.csv", disabled=root is None)
+split = st.text_input("Split (optional)", key="evaluate_split", disabled=root is None,
                       help="Keep only rows whose 'split' column has this value.")
-if st.button("Evaluate", key="evaluate_run", disabled=not source.strip()):
+if st.button("Evaluate", key="evaluate_run", disabled=root is None or not source.strip()):
     settings = app_state.session_settings(st.session_state)
     names = st.session_state.get(app_state.MODELS_KEY, [])
+    ensemble = app_cache.ensemble_for(app_state.session_ensemble_mode(st.session_state))
     try:
-        videos = load_labels(source.strip(), split=split.strip() or None)
+        videos = load_labels(resolve_under(root, source), split=split.strip() or None, root=root)
         loaded = app_cache.classifiers(names)
         face_detector = app_cache.detector(settings)
         bar = st.progress(0.0, text=f"0 of {len(videos)} videos")
         report = evaluate(
             videos,
-            lambda path: analyze_video(path, face_detector, loaded, settings, keep_images=False),
+            lambda path: analyze_video(path, face_detector, loaded, settings, keep_images=False,
+                                       ensemble=ensemble),
             [c.name for c in loaded],
             on_video=lambda done, total, video: bar.progress(
                 done / total, text=f"{done} of {total} videos ({video.path.name})"))

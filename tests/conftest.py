@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # aiortc's SRTP library (under streamlit-webrtc) crashes the process when it is first loaded after
 # TensorFlow; the app tests run both in this process, so it is loaded first, as streamlit_app.py does.
@@ -10,6 +11,17 @@ import pylibsrtp  # noqa: F401
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+@pytest.fixture(autouse=True)
+def private_tempdir(tmp_path_factory, monkeypatch):
+    """Each test's own temporary folder, which the code under test writes to (the tempfile module
+    honours tempfile.tempdir and TMPDIR): a "no temporary file left" check sees only this test's
+    files, never those another program creates in the machine's temp folder meanwhile."""
+    folder = tmp_path_factory.mktemp("tmp")
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.setenv("TMPDIR", str(folder))
+    return folder
+
 
 # Shallow cuts keep every family real (its own keras.applications graph and preprocessing) but fast.
 TINY_CUTS = {

@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 import app_state
 import app_views
 from app_cache import MODELS_DIR_ENV
+from core.data_root import DATA_ROOT_ENV
 from core.errors import VideoError
 from core.results import ENSEMBLE
 from core.settings import AnalysisSettings
@@ -266,19 +267,65 @@ def test_models_lists_the_cards(analysed, models_dir):
                                       "resnet50", "vgg16"}
 
 
-def test_models_evaluates_a_labelled_csv(analysed, clips, tmp_path):
-    labels = tmp_path / "labels.csv"
-    labels.write_text(f"path,label\n{clips['face']},FAKE\n{clips['blank']},REAL\n")
+@pytest.fixture
+def data_root_dir(tmp_path, clips, monkeypatch):
+    """A data root the operator set, holding two clips and a labels CSV."""
+    root = tmp_path / "data"
+    (root / "videos").mkdir(parents=True)
+    shutil.copy2(clips["face"], root / "videos" / "face.mp4")
+    shutil.copy2(clips["blank"], root / "videos" / "blank.mp4")
+    (root / "labels.csv").write_text("path,label\nvideos/face.mp4,FAKE\nvideos/blank.mp4,REAL\n")
+    monkeypatch.setenv(DATA_ROOT_ENV, str(root))
+    return root
+
+
+def test_models_evaluates_a_labelled_csv_under_the_data_root(analysed, data_root_dir):
     analysed.switch_page("pages/models.py").run()
-    analysed.text_input(key="evaluate_source").set_value(str(labels)).run()
+    analysed.text_input(key="evaluate_source").set_value("labels.csv").run()
     analysed.button(key="evaluate_run").click().run()
     assert not analysed.exception, analysed.exception
+    assert not analysed.error
     report = analysed.session_state["evaluation"]["report"]
     assert [v["label"] for v in report["videos"]] == [1, 0]
     assert report["models"][ENSEMBLE]["no_face"] == 1
     assert len(analysed.get("plotly_chart")) == 1 + 6     # ROC, one confusion matrix per model
     counts = app_views.evaluation_confusion(report, ENSEMBLE)
     assert counts.sum() == 2 and counts[0].sum() == 1 and counts[1].sum() == 1
+    analysed.session_state["evaluation"] = None
+
+
+def test_without_a_data_root_the_browser_cannot_name_server_files(analysed, monkeypatch):
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    analysed.switch_page("pages/models.py").run()
+    assert analysed.text_input(key="evaluate_source").disabled
+    assert analysed.button(key="evaluate_run").disabled
+    assert any(DATA_ROOT_ENV in i.value for i in analysed.info)
+    # Nothing on the page names the server's folders.
+    assert not any(str(Path(tempfile.gettempdir()).parent) in c.value and "/" in c.value
+                   for c in analysed.caption)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("/etc/passwd", "outside the data root"),
+    ("../../../../etc/passwd", "outside the data root"),
+    ("escape.csv", "outside the data root"),          # a symbolic link pointing out of the root
+    ("rows_escape.csv", "outside the data root"),     # a CSV whose row names a file outside
+])
+def test_paths_outside_the_data_root_are_refused_in_one_line(analysed, data_root_dir, tmp_path,
+                                                             name, reason):
+    outside = tmp_path / "secret.csv"
+    outside.write_text("path,label\n/etc/passwd,REAL\n")
+    (data_root_dir / "escape.csv").symlink_to(outside)
+    (data_root_dir / "rows_escape.csv").write_text("path,label\n../secret.csv,REAL\n")
+    analysed.switch_page("pages/models.py").run()
+    analysed.text_input(key="evaluate_source").set_value(name).run()
+    analysed.button(key="evaluate_run").click().run()
+    assert not analysed.exception
+    [error] = analysed.error
+    assert reason in error.value and len(error.value.splitlines()) == 1
+    assert str(tmp_path) not in error.value          # no server folder in the message
+    assert ("evaluation" not in analysed.session_state
+            or analysed.session_state["evaluation"] is None)
 
 
 def test_corrupt_upload_shows_its_message_then_a_good_upload_works(clips):
