@@ -36,6 +36,11 @@ def list_models() -> dict[str, ModelCard]:
     return _zoo_listing(str(models_dir()))
 
 
+def refused_cards() -> list[tuple[str, str]]:
+    """(card file, reason) for the zoo folder's JSON files that are not usable model cards."""
+    return zoo.refused_cards(models_dir())
+
+
 def forget_model_listing() -> None:
     _zoo_listing.clear()
     _fitted_ensemble.clear()

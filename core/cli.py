@@ -206,11 +206,14 @@ def cmd_models_fit_ensemble(args) -> int:
 
 
 def cmd_models_list(args) -> int:
-    from .zoo import DEFAULT_MODELS_DIR, available_models
+    from .zoo import DEFAULT_MODELS_DIR, available_models, refused_cards
 
-    cards = available_models(args.models_dir or DEFAULT_MODELS_DIR)
+    folder = args.models_dir or DEFAULT_MODELS_DIR
+    cards = available_models(folder)
     if not cards:
         print("no models")
+    for card_file, reason in refused_cards(folder):
+        print(f"left out: {reason}")
     for name, card in cards.items():
         auc = card.metrics.get("val_video_auc")
         print(f"{name:<28} {card.backbone:<18} depth={card.depth:<18} input={card.input_size:<4} "

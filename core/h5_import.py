@@ -20,6 +20,11 @@ from core.model_store import ModelCard, file_sha256, save_model
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _MAX_LISTED = 5
+# The largest origin model (EfficientNetB7, 64 M parameters) holds 256 MB of float32 weights and
+# no single array above 10 MB; a file claiming more is refused before anything is read.
+MAX_WEIGHT_BYTES = 64 * 2**20
+MAX_TOTAL_BYTES = 1 * 2**30
+MAX_CONFIG_BYTES = 16 * 2**20
 
 
 def _text(value) -> str:
@@ -46,26 +51,54 @@ def read_h5_weights(h5_path) -> tuple[dict[str, dict[str, np.ndarray]], dict | N
             raise H5ImportError(f"{path.name} holds no Keras model or weights (no layer_names)")
         config = None
         if "model_config" in handle.attrs:
+            text = _text(handle.attrs["model_config"])
+            if len(text) > MAX_CONFIG_BYTES:
+                raise H5ImportError(f"{path.name} has a model_config of {len(text)} bytes; "
+                                    f"a Keras model's is far smaller")
             try:
-                config = json.loads(_text(handle.attrs["model_config"]))
+                config = json.loads(text)
             except json.JSONDecodeError:
                 raise H5ImportError(f"{path.name} has an unreadable model_config") from None
 
+        datasets = _weight_datasets(group, path.name)
         layers: dict[str, dict[str, np.ndarray]] = {}
-        owner: dict[str, str] = {}
-        for group_name in (_text(n) for n in group.attrs["layer_names"]):
-            layer_group = group[group_name]
-            for weight_path in (_text(w) for w in layer_group.attrs.get("weight_names", [])):
-                parts = weight_path.split("/")
-                layer_name = parts[-2] if len(parts) >= 2 else group_name
-                weight_name = parts[-1].split(":")[0]
-                if owner.setdefault(layer_name, group_name) != group_name:
-                    raise H5ImportError(
-                        f"{path.name}: layer name {layer_name!r} appears in two groups "
-                        f"({owner[layer_name]!r}, {group_name!r})"
-                    )
-                layers.setdefault(layer_name, {})[weight_name] = np.asarray(layer_group[weight_path])
+        for layer_name, weight_name, dataset in datasets:
+            layers.setdefault(layer_name, {})[weight_name] = np.asarray(dataset)
     return layers, config
+
+
+def _weight_datasets(group, file_name: str) -> list[tuple[str, str, "h5py.Dataset"]]:
+    """(layer, weight, dataset) for every weight the file lists, checked for kind and size before
+    any data is read: a file can declare arrays far larger than itself (unwritten chunks)."""
+    found = []
+    owner: dict[str, str] = {}
+    total = 0
+    for group_name in (_text(n) for n in group.attrs["layer_names"]):
+        try:
+            layer_group = group[group_name]
+        except KeyError:
+            raise H5ImportError(f"{file_name} lists layer {group_name!r} but does not hold it") from None
+        for weight_path in (_text(w) for w in layer_group.attrs.get("weight_names", [])):
+            parts = weight_path.split("/")
+            layer_name = parts[-2] if len(parts) >= 2 else group_name
+            weight_name = parts[-1].split(":")[0]
+            if owner.setdefault(layer_name, group_name) != group_name:
+                raise H5ImportError(
+                    f"{file_name}: layer name {layer_name!r} appears in two groups "
+                    f"({owner[layer_name]!r}, {group_name!r})"
+                )
+            dataset = layer_group.get(weight_path)
+            if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiu":
+                raise H5ImportError(f"{file_name}: weight {weight_path!r} is not an array of "
+                                    f"numbers")
+            size = int(dataset.size) * dataset.dtype.itemsize
+            total += size
+            if size > MAX_WEIGHT_BYTES or total > MAX_TOTAL_BYTES:
+                raise H5ImportError(
+                    f"{file_name}: weight {weight_path!r} declares {dataset.shape} "
+                    f"({size / 2**20:.0f} MB); no origin backbone has weights that large")
+            found.append((layer_name, weight_name, dataset))
+    return found
 
 
 def _walk_layer_lists(node):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +21,9 @@ from core import atomic
 from core.errors import ChecksumMismatchError, ModelError, ModelNotFoundError
 
 PREDICT_BATCH = 32
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 1024
+MAX_TEMPERATURE = 100.0
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass
@@ -53,7 +58,38 @@ class ModelCard:
             raise ModelError(f"model card lacks {', '.join(sorted(missing))}")
         card = cls(**{k: v for k, v in data.items() if k in known})
         card.card_path = Path(card_path) if card_path else None
+        problem = card.problem()
+        if problem:
+            where = Path(card_path).name if card_path else card.name
+            raise ModelError(f"model card {where} is not usable: {problem}")
         return card
+
+    def problem(self) -> str | None:
+        """Why a card read from disk cannot be trusted to describe a model, or None. A card is
+        input like any file: its fields decide which file is opened and how scores are read."""
+        def number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value)
+
+        if not isinstance(self.name, str) or not _SAFE_NAME.fullmatch(self.name):
+            return f"name {self.name!r} must be letters, digits, '.', '_' or '-'"
+        if not isinstance(self.input_size, int) or isinstance(self.input_size, bool) \
+                or not MIN_INPUT_SIZE <= self.input_size <= MAX_INPUT_SIZE:
+            return (f"input_size {self.input_size!r} is not a whole number of pixels in "
+                    f"[{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}]")
+        if not number(self.threshold) or not 0.0 < self.threshold < 1.0:
+            return f"threshold {self.threshold!r} is not strictly between 0 and 1"
+        if not number(self.temperature) or not 0.0 < self.temperature <= MAX_TEMPERATURE:
+            return f"temperature {self.temperature!r} is not in (0, {MAX_TEMPERATURE:g}]"
+        if self.file and (not isinstance(self.file, str) or Path(self.file).name != self.file
+                          or not self.file.endswith(".keras")):
+            return f"file {self.file!r} must be a .keras file name beside the card"
+        if self.sha256 and not (isinstance(self.sha256, str)
+                                and re.fullmatch(r"[0-9a-f]{64}", self.sha256)):
+            return "sha256 is not 64 hexadecimal digits"
+        if not isinstance(self.metrics, dict) or not isinstance(self.training, dict):
+            return "metrics and training must be JSON objects"
+        return None
 
     @classmethod
     def load(cls, path) -> "ModelCard":
@@ -63,9 +99,9 @@ class ModelCard:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"model card {path} is not readable JSON: {exc}") from None
+            raise ModelError(f"model card {path.name} is not readable JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise ModelError(f"model card {path} is not a JSON object")
+            raise ModelError(f"model card {path.name} is not a JSON object")
         return cls.from_dict(data, card_path=path)
 
     def save(self, path=None) -> Path:

@@ -16,6 +16,25 @@ def available_models(models_dir: str | Path = DEFAULT_MODELS_DIR) -> dict[str, M
     return {card.name: card for card in (ModelCard.load(p) for p in discover_models(models_dir))}
 
 
+def refused_cards(models_dir: str | Path = DEFAULT_MODELS_DIR) -> list[tuple[str, str]]:
+    """(card file, reason) for each JSON in the folder that is not a usable model card (and is
+    not the ensemble card): left out of the zoo, reported so an operator sees why."""
+    from .ensemble import ENSEMBLE_CARD
+    from .errors import ModelError
+    from .model_store import ModelCard
+
+    folder = Path(models_dir)
+    refused = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path.name == ENSEMBLE_CARD:
+            continue
+        try:
+            ModelCard.load(path)
+        except ModelError as error:
+            refused.append((path.name, str(error)))
+    return refused
+
+
 def fitted_ensemble(models_dir: str | Path = DEFAULT_MODELS_DIR) -> EnsembleCard | None:
     """The folder's fitted ensemble when every member is present and unchanged since fitting;
     None when there is none or it is stale (a member retrained, replaced or removed)."""

@@ -40,6 +40,8 @@ if cards:
                 st.caption(card.notes)
 else:
     st.warning("No models yet: train one (python -m core train) or import an .h5 below.")
+for card_file, reason in app_cache.refused_cards():
+    st.warning(f"Left out of the zoo: {reason}", icon=":material/gpp_bad:")
 
 st.header("Evaluate on a labelled set")
 root = data_root()

@@ -262,3 +262,37 @@ def test_efficientnetb7_imagenet_graph_imports_exactly(tmp_path):
     assert scale is not None and all(2.0 < s < 2.2 for s in scale)
     card, _ = _check_import(tmp_path, "b7.h5", "b7.npz", "efficientnetb7", images, tmp_path / "out")
     np.testing.assert_allclose(card.training["folded_rescaling"], scale)
+
+
+def test_a_file_claiming_a_gigantic_weight_is_refused_before_reading_it(origin, tmp_path):
+    folder, _ = origin
+    huge = tmp_path / "huge.h5"
+    huge.write_bytes((folder / "resnet_seq.h5").read_bytes())
+    with h5py.File(huge, "r+") as handle:
+        group = handle["model_weights/resnet50/conv1_conv"]
+        del group["kernel:0"]
+        # 4 TB declared, nothing written: the file stays small, reading it would not.
+        group.create_dataset("kernel:0", shape=(1 << 20, 1 << 20), dtype="f4", chunks=(64, 64))
+    assert huge.stat().st_size <= (folder / "resnet_seq.h5").stat().st_size + 2**20
+    out = tmp_path / "zoo"
+    with pytest.raises(H5ImportError, match=r"conv1_conv/kernel:0.*declares \(1048576, 1048576\)"):
+        h5_import.import_h5(huge, "resnet50", "huge", out, input_size=64)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_weight_that_is_not_float_data_is_refused(origin, tmp_path):
+    folder, _ = origin
+    odd = tmp_path / "odd.h5"
+    odd.write_bytes((folder / "resnet_seq.h5").read_bytes())
+    with h5py.File(odd, "r+") as handle:
+        group = handle["model_weights/resnet50/conv1_conv"]
+        del group["kernel:0"]
+        group["kernel:0"] = np.array([b"rm -rf /"])
+    with pytest.raises(H5ImportError, match="not an array of numbers"):
+        h5_import.import_h5(odd, "resnet50", "odd", tmp_path / "zoo", input_size=64)
+
+
+def test_lite_is_not_an_origin_backbone_for_import(origin, tmp_path):
+    folder, _ = origin
+    with pytest.raises(H5ImportError, match="not one of the origin project's backbones"):
+        h5_import.import_h5(folder / "resnet_seq.h5", "efficientnet_lite0", "x", tmp_path)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import threading
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 import keras
 
 from core.backbones import build_classifier
-from core.errors import ChecksumMismatchError, ModelNotFoundError
+from core.errors import ChecksumMismatchError, ModelError, ModelNotFoundError
 from core.model_store import (Classifier, ModelCard, discover_models, file_sha256,
                               load_classifier, save_model, update_card)
 
@@ -170,3 +172,36 @@ def test_discover_models_lists_cards_with_their_files(saved, tmp_path):
     (tmp_path / "a_notes.json").write_text("[1, 2]")
     (tmp_path / "c_broken.json").write_text("{")
     assert discover_models(tmp_path) == [tmp_path / "tiny.json"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("input_size", 0, "input_size 0"),
+    ("input_size", 10**9, "input_size"),
+    ("input_size", "224", "input_size"),
+    ("threshold", 7, "threshold 7"),
+    ("threshold", float("nan"), "threshold"),
+    ("temperature", 0, "temperature 0"),
+    ("file", "../../etc/passwd", "file '../../etc/passwd'"),
+    ("file", "model.pkl", "must be a .keras file name"),
+    ("sha256", "abc", "sha256"),
+    ("name", "../evil", "name"),
+    ("metrics", [], "metrics and training"),
+])
+def test_cards_with_absurd_fields_are_refused_and_left_out_of_the_zoo(saved, tmp_path, field,
+                                                                      value, message):
+    from core.zoo import available_models, refused_cards
+
+    source, _, card = saved
+    model_path = source / "tiny.keras"
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    shutil.copy2(model_path, folder / model_path.name)
+    data = card.to_dict()
+    data[field] = value
+    card_path = folder / f"{card.name}.json"
+    card_path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=re.escape(message)):
+        load_classifier(card_path)
+    assert available_models(folder) == {}
+    [(name, reason)] = refused_cards(folder)
+    assert name == card_path.name and message in reason
