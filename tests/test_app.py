@@ -518,3 +518,24 @@ def test_fitted_ensemble_is_the_default_and_the_sidebar_and_compare_say_how_it_w
     upload(at, clips["face"])
     assert current(at).result.ensemble["kind"] == "mean"
     assert len(at.session_state[app_state.STORE_KEY]) == 2
+
+
+def test_models_page_names_cards_it_refused_and_keeps_them_out(models_dir, tmp_path, monkeypatch):
+    zoo = tmp_path / "zoo"
+    shutil.copytree(models_dir, zoo)
+    card = json.loads((zoo / "tiny_vgg16.json").read_text())
+    card["threshold"] = 7
+    (zoo / "tiny_vgg16.json").write_text(json.dumps(card))
+    (zoo / "tiny_resnet50.keras").write_bytes((zoo / "tiny_resnet50.keras").read_bytes() + b"x")
+    monkeypatch.setenv(MODELS_DIR_ENV, str(zoo))
+    at = new_app()
+    assert "tiny_vgg16" not in at.sidebar.multiselect(key="sidebar_models").options
+    at.switch_page("pages/models.py").run()
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("tiny_vgg16.json is not usable: threshold 7" in w for w in warnings)
+    # A model whose file no longer matches its card is listed but never loaded.
+    at.switch_page("pages/analyze.py").run()
+    at.sidebar.multiselect(key="sidebar_models").set_value(["tiny_resnet50"]).run()
+    upload(at, make_face_clip(tmp_path / "face.mp4", frames=12, size=(320, 240), face_size=120))
+    assert any("does not match its card" in e.value for e in at.error)
