@@ -95,6 +95,8 @@ def cmd_analyze(args) -> int:
                             "persons": "", "faces": "", "seconds": "", "error": str(error)})
             continue
         result.save(out_dir, stem)
+        for warning in result.warnings:
+            print(f"warning: {video}: {warning}", file=sys.stderr)
         v = result.verdict
         probability = "" if v.probability is None else f"{v.probability:.4f}"
         print(f"{video}: {v.label} {probability} ({len(result.persons)} persons, "

@@ -30,6 +30,10 @@ class TooFewFramesError(VideoError):
     pass
 
 
+class VideoLimitError(VideoError):
+    """The video is beyond a size or duration limit (a setting), checked before decoding it."""
+
+
 class NoVideosFoundError(DetectorError):
     pass
 

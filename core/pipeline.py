@@ -23,7 +23,7 @@ from .model_store import Classifier
 from .results import ENSEMBLE, NO_FACE, AnalysisResult, FaceResult, ModelVerdict, PersonResult
 from .settings import AnalysisSettings
 from .tracking import link_tracks
-from .video import Frame, probe, sample_frames
+from .video import DecodeStats, Frame, probe, sample_frames
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -56,10 +56,10 @@ class _Progress:
 
 
 def _decode_ahead(path: Path, count: int, info, frames_out: queue.Queue, stop: threading.Event,
-                  busy: list[float]) -> None:
+                  busy: list[float], stats: DecodeStats) -> None:
     started = time.perf_counter()
     try:
-        for frame in sample_frames(path, count, info=info):
+        for frame in sample_frames(path, count, info=info, stats=stats):
             while not stop.is_set():
                 try:
                     frames_out.put(frame, timeout=0.1)
@@ -73,6 +73,24 @@ def _decode_ahead(path: Path, count: int, info, frames_out: queue.Queue, stop: t
         frames_out.put(error)
     finally:
         busy.append(time.perf_counter() - started)
+
+
+def decode_warnings(stats: DecodeStats, sampled: int, expected: int) -> list[str]:
+    """What a person should know about the part of the video that could not be read."""
+    warnings = []
+    if stats.bad_packets:
+        share = stats.bad_packets / max(stats.packets, 1)
+        warnings.append(
+            f"{stats.bad_packets} of the {stats.packets} packets read ({share:.0%}) were damaged "
+            f"and could not be decoded" + ("; the rest of the file was given up"
+                                           if stats.gave_up else "")
+            + "; the verdict covers the frames that decoded")
+    if stats.retimed_frames:
+        warnings.append(f"{stats.retimed_frames} frames had missing or out-of-order timestamps; "
+                        "their times were counted from the frame rate")
+    if sampled < expected:
+        warnings.append(f"only {sampled} of the {expected} frames to sample could be read")
+    return warnings
 
 
 def _downscale(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
@@ -104,7 +122,7 @@ def analyze_video(
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
-    info = probe(path)
+    info = probe(path, max_pixels=settings.max_frame_pixels, max_duration=settings.max_duration_s)
     timings["probe"] = time.perf_counter() - started
     report("detect", 0.0)
 
@@ -113,8 +131,10 @@ def analyze_video(
     frames_q: queue.Queue = queue.Queue(maxsize=4)
     stop = threading.Event()
     decode_busy: list[float] = []
+    stats = DecodeStats()
     decoder = threading.Thread(
-        target=_decode_ahead, args=(path, settings.frames, info, frames_q, stop, decode_busy),
+        target=_decode_ahead,
+        args=(path, settings.frames, info, frames_q, stop, decode_busy, stats),
         name="decode-ahead", daemon=True)
     stage_start = time.perf_counter()
     decoder.start()
@@ -220,7 +240,8 @@ def analyze_video(
     result = AnalysisResult(
         video=info, settings=settings, models=names, primary=primary, sampled=sampled,
         faces=faces, persons=persons, verdicts=verdict_by_model, timings=timings,
-        ensemble={"kind": mix.kind, "weights": mix.weights})
+        ensemble={"kind": mix.kind, "weights": mix.weights},
+        warnings=decode_warnings(stats, len(sampled), expected))
 
     if keep_images:
         _attach_gallery_images(result, stills, crops, face_keys)

@@ -61,6 +61,8 @@ class AnalysisResult:
     annotated_video: str | None = None
     # What ENSEMBLE means here: {"kind": "fitted" | "mean", "weights": {model: weight}}.
     ensemble: dict = field(default_factory=dict)
+    # What could not be read (damaged packets, frames that would not decode), for a person.
+    warnings: list[str] = field(default_factory=list)
     # Kept in memory for the app's gallery, never serialised: images are large.
     stills: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     crops: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
@@ -96,6 +98,7 @@ class AnalysisResult:
             "timings": dict(self.timings),
             "annotated_video": self.annotated_video,
             "ensemble": dict(self.ensemble),
+            "warnings": list(self.warnings),
         }
 
     def to_json(self) -> str:

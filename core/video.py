@@ -16,7 +16,7 @@ import av
 import numpy as np
 
 from .errors import (CorruptVideoError, EmptyFileError, NotAVideoError, NoVideoStreamError,
-                     TooFewFramesError)
+                     TooFewFramesError, VideoLimitError)
 
 _LOG = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ class VideoInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class DecodeStats:
+    """What decoding met: packets read and packets that would not decode (damaged stretches)."""
+    packets: int = 0
+    bad_packets: int = 0
+    gave_up: bool = False       # the rest of the file was given up as damaged
+    retimed_frames: int = 0     # frames whose timestamp did not advance (counted from the rate)
 
 
 @dataclass
@@ -110,17 +119,21 @@ def _video_stream(container, path: Path):
     return streams[0]
 
 
-def _decoded(container, stream) -> Iterator[av.VideoFrame]:
+def _decoded(container, stream, stats: DecodeStats | None = None) -> Iterator[av.VideoFrame]:
     """Decode packet by packet so one damaged packet costs one frame, not the rest of the clip."""
+    stats = stats if stats is not None else DecodeStats()
     bad_in_a_row = 0
     for packet in container.demux(stream):
+        stats.packets += 1
         try:
             frames = packet.decode()
         except av.error.FFmpegError:
+            stats.bad_packets += 1
             bad_in_a_row += 1
             if bad_in_a_row >= _MAX_CONSECUTIVE_BAD_PACKETS:
                 _LOG.warning("giving up on %s after %d damaged packets in a row",
                              container.name, bad_in_a_row)
+                stats.gave_up = True
                 return
             continue
         bad_in_a_row = 0
@@ -157,6 +170,20 @@ def _frame_time(frame: av.VideoFrame, origin: float, index: int, fps: float) -> 
     return max(0.0, float(frame.time) - origin)
 
 
+def _timed(frames, origin: float, fps: float, stats: DecodeStats | None = None):
+    """(index, time, frame) with times that always advance: a frame whose timestamp is missing,
+    repeated or going back (a broken muxer writes all zeros) is placed one frame after the last."""
+    last = None
+    for index, frame in enumerate(frames):
+        time = _frame_time(frame, origin, index, fps)
+        if last is not None and time <= last:
+            time = last + 1.0 / fps
+            if stats is not None:
+                stats.retimed_frames += 1
+        last = time
+        yield index, time, frame
+
+
 def _container_name(container, path: Path) -> str:
     names = container.format.name.split(",")
     suffix = path.suffix.lower().lstrip(".")
@@ -167,11 +194,23 @@ def _container_name(container, path: Path) -> str:
     return names[0]
 
 
-def probe(path) -> VideoInfo:
-    """Describe a video, decoding only its first two frames to prove that it decodes at all."""
+def _check_claimed_size(stream, path: Path, max_pixels: int | None) -> None:
+    """Refuse frames larger than max_pixels from the header alone, before a decoder allocates."""
+    width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
+    if max_pixels is not None and width * height > max_pixels:
+        raise VideoLimitError(
+            f"{path.name} has {width}x{height} frames ({width * height / 1e6:.0f} megapixels); "
+            f"the limit is {max_pixels / 1e6:.0f} megapixels per frame (setting max_frame_pixels)")
+
+
+def probe(path, *, max_pixels: int | None = None, max_duration: float | None = None) -> VideoInfo:
+    """Describe a video, decoding only its first two frames to prove that it decodes at all.
+    max_pixels / max_duration: refuse (VideoLimitError) a video whose header claims larger frames
+    (checked before any decoding) or a longer running time."""
     path = _checked_path(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
+        _check_claimed_size(stream, path, max_pixels)
         first: list[av.VideoFrame] = []
         for frame in _decoded(container, stream):
             first.append(frame)
@@ -206,6 +245,14 @@ def probe(path) -> VideoInfo:
         if not duration:
             duration = frame_count / fps
 
+        if max_duration is not None and duration > max_duration:
+            raise VideoLimitError(
+                f"{path.name} claims to run {_hours(duration)}; the limit is "
+                f"{_hours(max_duration)} (setting max_duration_s)")
+        if max_pixels is not None and first[0].width * first[0].height > max_pixels:
+            raise VideoLimitError(
+                f"{path.name} has {first[0].width}x{first[0].height} frames; the limit is "
+                f"{max_pixels / 1e6:.0f} megapixels per frame (setting max_frame_pixels)")
         rotation = _rotation(first[0])
         width, height = first[0].width, first[0].height
         if rotation in (90, 270):
@@ -213,6 +260,12 @@ def probe(path) -> VideoInfo:
         return VideoInfo(path=str(path), width=width, height=height, fps=fps,
                          duration=duration, frame_count=frame_count, rotation=rotation,
                          codec=stream.codec_context.name, container=_container_name(container, path))
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:,.1f} h"
 
 
 def _targets(info: VideoInfo, count: int) -> list[float]:
@@ -224,12 +277,12 @@ def _targets(info: VideoInfo, count: int) -> list[float]:
 
 
 def sample_frames(path, count: int = 32, info: VideoInfo | None = None, *,
-                  seek: bool | None = None) -> Iterator[Frame]:
+                  seek: bool | None = None, stats: DecodeStats | None = None) -> Iterator[Frame]:
     """Yield `count` frames evenly spaced in time over the whole clip, in order, each frame at
     most once (so fewer when the clip is shorter). Only the chosen frames are converted to RGB
     and nothing is kept, so memory does not grow with the clip. Clips longer than
     LONG_CLIP_SECONDS (or any clip with `seek=True`) are read by seeking to each target time;
-    their `index` is then estimated from time and frame rate."""
+    their `index` is then estimated from time and frame rate. `stats` counts damaged packets."""
     if count < 1:
         raise ValueError("count must be at least 1")
     path = _checked_path(path)
@@ -240,30 +293,30 @@ def sample_frames(path, count: int = 32, info: VideoInfo | None = None, *,
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         if seek:
-            yield from _sample_by_seeking(container, stream, info, _targets(info, count))
+            yield from _sample_by_seeking(container, stream, info, _targets(info, count), stats)
         elif count >= info.frame_count:
-            yield from _every_frame(container, stream, info)
+            yield from _every_frame(container, stream, info, stats)
         else:
-            yield from _sample_sequentially(container, stream, info, _targets(info, count))
+            yield from _sample_sequentially(container, stream, info, _targets(info, count),
+                                            stats)
 
 
-def _every_frame(container, stream, info: VideoInfo) -> Iterator[Frame]:
+def _every_frame(container, stream, info: VideoInfo,
+                 stats: DecodeStats | None = None) -> Iterator[Frame]:
     origin = _time_origin(stream)
-    for index, frame in enumerate(_decoded(container, stream)):
-        yield Frame(index, _frame_time(frame, origin, index, info.fps),
-                    _rgb(frame, _rotation(frame)))
+    for index, time, frame in _timed(_decoded(container, stream, stats), origin, info.fps, stats):
+        yield Frame(index, time, _rgb(frame, _rotation(frame)))
 
 
-def _sample_sequentially(container, stream, info: VideoInfo,
-                         targets: list[float]) -> Iterator[Frame]:
+def _sample_sequentially(container, stream, info: VideoInfo, targets: list[float],
+                         stats: DecodeStats | None = None) -> Iterator[Frame]:
     origin = _time_origin(stream)
     # Each target takes whichever of the two frames around it is nearer; a frame already given
     # to an earlier target is not given again.
     previous = None             # (index, time, av.VideoFrame)
     last_yielded = -1
     k = 0
-    for index, frame in enumerate(_decoded(container, stream)):
-        time = _frame_time(frame, origin, index, info.fps)
+    for index, time, frame in _timed(_decoded(container, stream, stats), origin, info.fps, stats):
         while k < len(targets) and targets[k] <= time + 1e-6:
             target = targets[k]
             k += 1
@@ -284,8 +337,8 @@ def _sample_sequentially(container, stream, info: VideoInfo,
         yield Frame(previous[0], previous[1], _rgb(previous[2], _rotation(previous[2])))
 
 
-def _sample_by_seeking(container, stream, info: VideoInfo,
-                       targets: list[float]) -> Iterator[Frame]:
+def _sample_by_seeking(container, stream, info: VideoInfo, targets: list[float],
+                       stats: DecodeStats | None = None) -> Iterator[Frame]:
     origin = _time_origin(stream)
     half_frame = 0.5 / info.fps
     last_index = -1
@@ -293,7 +346,7 @@ def _sample_by_seeking(container, stream, info: VideoInfo,
         container.seek(int((origin + target) / stream.time_base), stream=stream, backward=True)
         chosen = None
         # Seeking lands on the keyframe at or before the target; decode forward to it.
-        for frame in _decoded(container, stream):
+        for frame in _decoded(container, stream, stats):
             chosen = frame
             if frame.time is not None and frame.time - origin >= target - half_frame:
                 break

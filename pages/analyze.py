@@ -64,6 +64,8 @@ st.markdown(app_views.verdict_card_html(
     verdict.label, verdict.probability, persons=len(result.persons), faces=len(result.faces),
     seconds=result.timings.get("total")), unsafe_allow_html=True)
 
+for warning in result.warnings:
+    st.warning(warning, icon=":material/broken_image:")
 if result.no_face:
     st.warning(f"No face found in the {len(result.sampled)} sampled frames, so there is nothing to "
                "judge. Try more frames or a lower face confidence in the sidebar.")

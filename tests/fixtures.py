@@ -273,3 +273,87 @@ def write_y4m(path, frames=48, size: tuple[int, int] = (640, 360), fps: int = 24
             # OpenCV's I420 layout is exactly Y4M's: full Y plane, then U, then V.
             out.write(cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420).tobytes())
     return path
+
+
+# --- hostile and broken videos (issue: hardening) ---------------------------------------------
+
+def make_huge_header_clip(path, width: int = 16000, height: int = 16000) -> Path:
+    """A YUV4MPEG2 file whose text header claims enormous frames; the payload is a few bytes, so
+    only a reader that trusts the header would allocate gigabytes."""
+    path = Path(path)
+    header = f"YUV4MPEG2 W{width} H{height} F25:1 Ip A1:1 C420jpeg\n".encode()
+    path.write_bytes(header + (b"FRAME\n" + b"\x80" * 4096) * 3)
+    return path
+
+
+def make_tiny_clip(path, size: tuple[int, int] = (2, 2), frames: int = 20) -> Path:
+    """A 2x2 video (MPEG-4 Part 2 accepts it; H.264 needs more)."""
+    path = Path(path)
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), i * 10 % 256, np.uint8),
+                                               format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def make_retimed_clip(path, pts_of) -> Path:
+    """A face clip remuxed into Matroska with each packet's timestamp replaced by
+    pts_of(packet number) (in milliseconds): all zero, or absurdly far apart."""
+    path = Path(path)
+    source = make_face_clip(path.with_name(path.stem + ".src.mp4"), frames=24, size=(320, 240),
+                            face_size=120)
+    with av.open(str(source)) as reader, av.open(str(path), "w", format="matroska") as writer:
+        in_stream = reader.streams.video[0]
+        out_stream = writer.add_stream_from_template(in_stream)
+        for number, packet in enumerate(p for p in reader.demux(in_stream) if p.dts is not None):
+            packet.stream = out_stream
+            packet.pts = packet.dts = pts_of(number)
+            writer.mux(packet)
+    source.unlink()
+    return path
+
+
+def make_corrupted_clip(path, *, start: float = 0.5, share: float = 0.2, seed: int = 0) -> Path:
+    """A face clip with `share` of its bytes overwritten with noise from `start` (a fraction of the
+    file) on: damaged in the middle, intact at both ends."""
+    path = Path(path)
+    make_face_clip(path, frames=48, size=(320, 240), face_size=120)
+    data = bytearray(path.read_bytes())
+    first, count = int(len(data) * start), int(len(data) * share)
+    data[first:first + count] = np.random.default_rng(seed).integers(
+        0, 256, count, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def make_many_streams_clip(path, streams: int = 40, frames: int = 10) -> Path:
+    """A Matroska file with `streams` small video streams; the first shows the face."""
+    path = Path(path)
+    faces = [render_frame(i, frames=frames, size=(160, 120), face_size=80) for i in range(frames)]
+    with av.open(str(path), "w", format="matroska") as container:
+        encoders = []
+        for _ in range(streams):
+            stream = container.add_stream("mpeg4", rate=10)
+            stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+            encoders.append(stream)
+        for i in range(frames):
+            for k, stream in enumerate(encoders):
+                image = faces[i] if k == 0 else np.full((120, 160, 3), 90, np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    container.mux(packet)
+        for stream in encoders:
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+def make_two_hour_clip(path) -> Path:
+    """Two hours of small frames (160x120 at 1 fps, a keyframe a minute): long, not large."""
+    return make_face_clip(path, frames=7200, size=(160, 120), fps=1, face_size=80, keyint=60)

@@ -539,3 +539,28 @@ def test_models_page_names_cards_it_refused_and_keeps_them_out(models_dir, tmp_p
     at.sidebar.multiselect(key="sidebar_models").set_value(["tiny_resnet50"]).run()
     upload(at, make_face_clip(tmp_path / "face.mp4", frames=12, size=(320, 240), face_size=120))
     assert any("does not match its card" in e.value for e in at.error)
+
+
+def test_hostile_uploads_get_one_line_messages_and_the_app_stays_usable(clips, tmp_path,
+                                                                        private_tempdir):
+    from tests import fixtures
+
+    at = new_app()
+    huge = fixtures.make_huge_header_clip(tmp_path / "huge.mp4")
+    upload(at, huge)
+    [error] = at.error
+    assert "16000x16000" in error.value and "max_frame_pixels" in error.value
+    assert len(error.value.splitlines()) == 1 and current(at) is None
+
+    corrupted = fixtures.make_corrupted_clip(tmp_path / "corrupted.mp4")
+    upload(at, corrupted)
+    assert not at.error and current(at) is not None
+    assert any("could be read" in w.value or "damaged" in w.value for w in at.warning)
+
+    upload(at, clips["face"])
+    assert not at.error and current(at).upload_name == clips["face"].name
+    # TensorFlow's autograph keeps the source it generates when a model is first traced (once
+    # per process, not per request); anything else left here would be ours.
+    left = [p.name for p in private_tempdir.iterdir()
+            if not p.name.startswith("__autograph_generated_file")]
+    assert upload_dirs() == [] and left == []
