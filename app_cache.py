@@ -18,6 +18,7 @@ from core.pipeline import analyze_video, make_detector
 from core.settings import AnalysisSettings
 
 MODELS_DIR_ENV = "DEEPFAKE_MODELS_DIR"
+SLOTS_ENV = "DEEPFAKE_ANALYSIS_SLOTS"
 
 
 def models_dir() -> Path:
@@ -84,10 +85,20 @@ def classifiers(names: Sequence[str]) -> list[Classifier]:
     return [_classifier(str(card.card_path), card.sha256) for card in cards]
 
 
+@st.cache_resource(show_spinner=False)
+def analysis_queue() -> app_state.AnalysisQueue:
+    """The server's one line for analyses: $DEEPFAKE_ANALYSIS_SLOTS at a time (default: one per
+    two cores, at least one)."""
+    default = max(1, (os.cpu_count() or 2) // 2)
+    return app_state.AnalysisQueue(int(os.environ.get(SLOTS_ENV) or default))
+
+
 def analyze_upload(upload: app_state.Upload, names: Sequence[str], settings: AnalysisSettings,
-                   progress=None, ensemble_mode: str = "fitted") -> app_state.StoredAnalysis:
-    """Analyse an upload with the cached detector and the named models; the ensemble is the
-    fitted one (when ensemble_mode is "fitted" and all its members are named) or the mean."""
+                   progress=None, ensemble_mode: str = "fitted",
+                   on_wait=None) -> app_state.StoredAnalysis:
+    """Analyse an upload with the cached detector and the named models, in turn with the other
+    sessions (on_wait(place in line) while waiting); the ensemble is the fitted one (when
+    ensemble_mode is "fitted" and all its members are named) or the mean."""
     loaded = classifiers(names)
     face_detector = detector(settings)
     ensemble = ensemble_for(ensemble_mode)
@@ -95,5 +106,6 @@ def analyze_upload(upload: app_state.Upload, names: Sequence[str], settings: Ana
     def analyze(path, **options):
         return analyze_video(path, face_detector, loaded, settings, ensemble=ensemble, **options)
 
-    return app_state.analyze_upload(upload, analyze, settings, [c.name for c in loaded], progress,
-                                    ensemble=ensemble_mode)
+    with analysis_queue().turn(on_wait):
+        return app_state.analyze_upload(upload, analyze, settings, [c.name for c in loaded],
+                                        progress, ensemble=ensemble_mode)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import re
 import tempfile
-from collections import OrderedDict
-from collections.abc import Callable, MutableMapping, Sequence
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,3 +148,71 @@ def analyze_upload(
         key=result_key(upload.content_hash, settings, model_names, ensemble),
         upload_name=upload.name, content_hash=upload.content_hash, result=result,
         annotated_mp4=annotated)
+
+
+class AnalysisQueue:
+    """First come, first served turns for analyses, shared by every browser session of a server.
+
+    Two cores do not get faster by running four analyses at once: they interleave, every person
+    waits for the slowest, and the server has no CPU left to even send a page to a newcomer. So
+    `slots` analyses run at a time, the rest wait in line and are told their place in it."""
+
+    def __init__(self, slots: int = 1):
+        if slots < 1:
+            raise ValueError("an analysis queue needs at least one slot")
+        self.slots = slots
+        self._changed = threading.Condition()
+        self._waiting: deque[int] = deque()
+        self._running: set[int] = set()
+        self._numbers = itertools.count(1)
+
+    def _admit(self) -> None:
+        while self._waiting and len(self._running) < self.slots:
+            self._running.add(self._waiting.popleft())
+        self._changed.notify_all()
+
+    def join(self) -> int:
+        with self._changed:
+            ticket = next(self._numbers)
+            self._waiting.append(ticket)
+            self._admit()
+            return ticket
+
+    def position(self, ticket: int) -> int:
+        """0 while the ticket's analysis may run, else its 1-based place among those waiting."""
+        with self._changed:
+            if ticket in self._running:
+                return 0
+            return self._waiting.index(ticket) + 1 if ticket in self._waiting else 0
+
+    def wait(self, ticket: int, timeout: float) -> bool:
+        """Whether the ticket's turn has come, waiting at most `timeout` seconds for it."""
+        with self._changed:
+            return self._changed.wait_for(lambda: ticket in self._running, timeout=timeout)
+
+    def leave(self, ticket: int) -> None:
+        with self._changed:
+            self._running.discard(ticket)
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
+            self._admit()
+
+    @property
+    def waiting(self) -> int:
+        with self._changed:
+            return len(self._waiting)
+
+    @contextmanager
+    def turn(self, on_wait: Callable[[int], None] | None = None,
+             poll_seconds: float = 0.5) -> Iterator[None]:
+        """Hold a slot for the body; until one is free, call on_wait(place in line) every
+        poll_seconds. Leaving the line (an exception, a closed browser tab stopping the script)
+        frees the place for the next person."""
+        ticket = self.join()
+        try:
+            while not self.wait(ticket, poll_seconds):
+                if on_wait is not None:
+                    on_wait(self.position(ticket))
+            yield
+        finally:
+            self.leave(ticket)

@@ -186,6 +186,11 @@ def card_rows(cards: Iterable[ModelCard]) -> list[dict]:
     return rows
 
 
+def queue_text(place: int) -> str:
+    return (f"Waiting for the analyser: number {place} in line. Other uploads are being "
+            "analysed; yours starts as soon as one finishes.")
+
+
 def verdict_title(result: AnalysisResult) -> str:
     if result.primary != ENSEMBLE:
         return f"Verdict ({result.primary})"

@@ -42,7 +42,8 @@ if uploaded is not None:
             bar = st.progress(0.0, text="Reading the video")
             entry = app_cache.analyze_upload(
                 upload, model_names, settings, ensemble_mode=ensemble_mode,
-                progress=lambda stage, fraction: bar.progress(fraction, text=STAGE_TEXT[stage]))
+                progress=lambda stage, fraction: bar.progress(fraction, text=STAGE_TEXT[stage]),
+                on_wait=lambda place: bar.progress(0.0, text=app_views.queue_text(place)))
             bar.empty()
             store.put(entry)
     except DetectorError as error:

@@ -66,13 +66,15 @@ if st.button("Evaluate", key="evaluate_run", disabled=root is None or not source
         loaded = app_cache.classifiers(names)
         face_detector = app_cache.detector(settings)
         bar = st.progress(0.0, text=f"0 of {len(videos)} videos")
-        report = evaluate(
-            videos,
-            lambda path: analyze_video(path, face_detector, loaded, settings, keep_images=False,
-                                       ensemble=ensemble),
-            [c.name for c in loaded],
-            on_video=lambda done, total, video: bar.progress(
-                done / total, text=f"{done} of {total} videos ({video.path.name})"))
+        with app_cache.analysis_queue().turn(
+                lambda place: bar.progress(0.0, text=app_views.queue_text(place))):
+            report = evaluate(
+                videos,
+                lambda path: analyze_video(path, face_detector, loaded, settings,
+                                           keep_images=False, ensemble=ensemble),
+                [c.name for c in loaded],
+                on_video=lambda done, total, video: bar.progress(
+                    done / total, text=f"{done} of {total} videos ({video.path.name})"))
         bar.empty()
         st.session_state["evaluation"] = {"source": source.strip(), "report": report}
     except DetectorError as error:

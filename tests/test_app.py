@@ -564,3 +564,52 @@ def test_hostile_uploads_get_one_line_messages_and_the_app_stays_usable(clips, t
     left = [p.name for p in private_tempdir.iterdir()
             if not p.name.startswith("__autograph_generated_file")]
     assert upload_dirs() == [] and left == []
+
+
+def test_analysis_queue_serves_in_order_and_tells_each_their_place():
+    import threading
+    import time
+
+    queue = app_state.AnalysisQueue(slots=1)
+    order, places = [], {}
+    first_inside = threading.Event()
+    release = threading.Event()
+
+    def first():
+        with queue.turn():
+            order.append("first")
+            first_inside.set()
+            release.wait(10)
+
+    def later(name):
+        with queue.turn(on_wait=lambda place: places.setdefault(name, []).append(place),
+                        poll_seconds=0.02):
+            order.append(name)
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert first_inside.wait(10)
+    for name in ("second", "third"):
+        threads.append(threading.Thread(target=later, args=(name,)))
+        threads[-1].start()
+        while queue.waiting < len(threads) - 1:
+            time.sleep(0.005)
+    time.sleep(0.1)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert order == ["first", "second", "third"]
+    assert places["second"][0] == 1 and places["third"][0] == 2
+    assert queue.waiting == 0
+
+
+def test_a_failed_analysis_frees_its_place():
+    queue = app_state.AnalysisQueue(slots=1)
+    with pytest.raises(RuntimeError):
+        with queue.turn():
+            raise RuntimeError("broken video")
+    ticket = queue.join()
+    assert queue.position(ticket) == 0          # admitted at once: the slot was given back
+    queue.leave(ticket)
+    with pytest.raises(ValueError):
+        app_state.AnalysisQueue(slots=0)

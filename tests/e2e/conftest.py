@@ -38,12 +38,20 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def app_server(tiny_models_dir, tmp_path_factory):
-    """Base URL of the app, serving the five tiny models; stopped after the session."""
+def data_root(tmp_path_factory) -> Path:
+    """The server's DEEPFAKE_DATA_ROOT: the only folder a visitor may name files in."""
+    return tmp_path_factory.mktemp("data_root")
+
+
+@pytest.fixture(scope="session")
+def app_server(tiny_models_dir, data_root, tmp_path_factory):
+    """Base URL of the app, serving the five tiny models, one analysis at a time, with a data
+    root; stopped after the session."""
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
     port = _free_port()
     env = {**os.environ, "DEEPFAKE_MODELS_DIR": str(tiny_models_dir),
-           "DEEPFAKE_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "DEEPFAKE_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "DEEPFAKE_ANALYSIS_SLOTS": "1", "DEEPFAKE_DATA_ROOT": str(data_root)}
     command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
                "--server.headless", "true", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 MODELS = ("tiny_efficientnetb7", "tiny_inceptionresnetv2", "tiny_inceptionv3", "tiny_resnet50",
           "tiny_vgg16")
 CLIP_SIZE = (320, 240)
-VERDICT_TITLE = f"Verdict (ensemble of {len(MODELS)} models)"
+VERDICT_TITLE = f"Verdict (mean of {len(MODELS)} models)"
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +127,12 @@ def test_a_corrupt_upload_shows_its_message_and_a_good_one_then_works(new_page, 
 
 def test_two_sessions_analysing_at_once_each_get_their_own_result(new_page, clips):
     first, second = new_page(), new_page()
-    # Both uploads are in flight before either result is read.
+    # Both uploads are in flight before either result is read; the server runs one analysis at
+    # a time, so the second waits in line and is told so.
     upload(first, clips["two_faces"])
+    first.get_by_test_id("stProgress").wait_for()
     upload(second, clips["one_face"])
+    second.get_by_text(re.compile(r"number 1 in line")).wait_for()
     first_card, second_card = verdict_card(first), verdict_card(second)
 
     assert "2 persons" in first_card, first_card
@@ -169,3 +172,26 @@ def test_live_page_analyses_the_camera_and_the_counter_rises(new_page, screensho
     assert re.search(r"(REAL|FAKE|UNCERTAIN|no face analysed)", verdict.inner_text())
     page.screenshot(path=str(screenshots / "live.png"), full_page=True)
     streamer.get_by_role("button", name="STOP").click()
+
+
+def test_server_files_only_under_the_data_root(new_page, data_root, clips):
+    import shutil
+
+    shutil.copy2(clips["one_face"], data_root / "one_face.mp4")
+    (data_root / "labels.csv").write_text("path,label\none_face.mp4,REAL\n")
+    page = new_page()
+    open_page(page, "Models")
+    source = page.get_by_label("Labels CSV or DFDC folder, relative to the data root")
+    for attempt in ("/etc/passwd", "../../../etc/passwd"):
+        source.fill(attempt)
+        source.press("Enter")
+        wait_for_app(page)
+        page.get_by_role("button", name="Evaluate").click()
+        error = page.get_by_test_id("stAlertContentError").filter(has_text="outside the data root")
+        error.wait_for()
+        assert "root:" not in page.content()            # nothing of /etc/passwd reached the page
+    source.fill("labels.csv")
+    source.press("Enter")
+    wait_for_app(page)
+    page.get_by_role("button", name="Evaluate").click()
+    page.get_by_role("heading", name=re.compile(r"labels\.csv: 1 videos")).wait_for()
