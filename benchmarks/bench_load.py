@@ -1,0 +1,208 @@
+"""Many users at once: real Chromium sessions against one `streamlit run` server.
+
+    .venv/bin/python benchmarks/bench_load.py [--sessions 4] [--models-dir models] [--slots N]
+
+Baseline first, in the same run: the Analyze page loaded by a browser while the server is idle,
+and one session's time to verdict alone. Then `--sessions` browsers upload a different generated
+clip each at the same moment and, while they are being analysed, one more browser opens the
+Analyze page. Prints each session's time to verdict and whether the verdict shown is for its own
+clip, the place in line each was shown, the page-load time of the extra browser (target < 3 s),
+the server's peak RSS, and any exception in the server log.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fixtures import make_face_clip  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 600_000
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+class PeakRss:
+    """The server process's resident memory, sampled every 100 ms."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                with open(f"/proc/{self.pid}/status") as handle:
+                    for line in handle:
+                        if line.startswith("VmRSS:"):
+                            self.peak = max(self.peak, int(line.split()[1]) * 1024)
+            except OSError:
+                return
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+async def wait_for_app(page) -> None:
+    await page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(
+        state="attached")
+    await page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(
+        state="attached")
+
+
+async def open_analyze(browser, url: str):
+    """A new session on the Analyze page; returns (context, page, seconds until usable)."""
+    context = await browser.new_context(viewport={"width": 1300, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = await context.new_page()
+    started = time.perf_counter()
+    await page.goto(url)
+    await page.locator("[data-testid='stFileUploaderDropzoneInput']").wait_for(state="attached")
+    await wait_for_app(page)
+    return context, page, time.perf_counter() - started
+
+
+async def analyse(page, clip: Path) -> dict:
+    """Upload, then wait for the verdict card; notes the places in line the page showed."""
+    places: list[int] = []
+    started = time.perf_counter()
+    await page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(clip))
+    title = page.get_by_text(re.compile(r"^Verdict \("))
+    while True:
+        try:
+            await title.first.wait_for(timeout=500)
+            break
+        except Exception:  # noqa: BLE001 - Playwright's timeout; look at the queue text instead
+            text = await page.locator("[data-testid='stProgress']").all_inner_texts()
+            for found in re.findall(r"number (\d+) in line", " ".join(text)):
+                places.append(int(found))
+    seconds = time.perf_counter() - started
+    heading = await page.get_by_role("heading", name=re.compile(r"\.mp4$")).first.inner_text()
+    card = await title.first.locator("xpath=..").inner_text()
+    label = re.search(r"\b(REAL|FAKE|UNCERTAIN|NO FACE)\b", card)
+    return {"clip": clip.name, "seconds": seconds, "own_clip": heading.strip() == clip.name,
+            "label": label.group(1) if label else "?", "places": sorted(set(places))}
+
+
+async def run(args, url: str, clips: list[Path], rss: PeakRss) -> None:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # Warm-up: the first script run imports TensorFlow and loads the models.
+        context, page, warm = await open_analyze(browser, url)
+        await analyse(page, clips[0])
+        await context.close()
+
+        context, page, idle_load = await open_analyze(browser, url)
+        alone = await analyse(page, clips[0])
+        await context.close()
+
+        sessions = [await open_analyze(browser, url) for _ in clips]
+        uploads = [asyncio.create_task(analyse(page, clip))
+                   for (_, page, _), clip in zip(sessions, clips)]
+        await asyncio.sleep(1.0)
+        extra_context, _, busy_load = await open_analyze(browser, url)
+        results = await asyncio.gather(*uploads)
+        await extra_context.close()
+        for context, _, _ in sessions:
+            await context.close()
+        await browser.close()
+
+    print(f"server: {url}, models from {args.models_dir}, "
+          f"{args.slots or 'default'} analysis slot(s), first page load (cold) {warm:.1f} s")
+    print("\nbaseline (server otherwise idle):")
+    print(f"  Analyze page load                  {idle_load:6.2f} s")
+    print(f"  one upload, time to verdict        {alone['seconds']:6.2f} s ({alone['clip']})")
+    print(f"\n{len(clips)} sessions uploading at once:")
+    for number, result in enumerate(results, start=1):
+        print(f"  session {number}: {result['clip']:<16} verdict {result['label']:<9} "
+              f"in {result['seconds']:6.2f} s  own clip: {'yes' if result['own_clip'] else 'NO'}"
+              f"  places in line shown: {result['places'] or 'none (ran at once)'}")
+    print(f"  extra browser: Analyze page load   {busy_load:6.2f} s  target < 3 s: "
+          f"{'met' if busy_load < 3 else 'MISSED'}")
+    print(f"  server peak RSS                    {rss.peak / 2**20:6.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--slots", type=int, default=None,
+                        help="DEEPFAKE_ANALYSIS_SLOTS for the server (default: the app's)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        folder = Path(tmp)
+        # Different clips (face size, person count, length), so each verdict is told apart.
+        clips = [make_face_clip(folder / f"clip{n + 1}.mp4", frames=120 + 24 * n,
+                                size=(640, 360), faces=1 + n % 2, face_size=110 + 10 * n)
+                 for n in range(args.sessions)]
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "DEEPFAKE_MODELS_DIR": str(args.models_dir),
+               "TF_CPP_MIN_LOG_LEVEL": "2", "DEEPFAKE_ICE_SERVERS": "[]"}
+        if args.slots:
+            env["DEEPFAKE_ANALYSIS_SLOTS"] = str(args.slots)
+        log_path = folder / "server.log"
+        with open(log_path, "wb") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+                 "--server.headless", "true", "--server.port", str(port),
+                 "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+                 "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log,
+                stderr=subprocess.STDOUT)
+            try:
+                deadline = time.monotonic() + 180
+                while not healthy(url):
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"streamlit did not start:\n{log_path.read_text()}")
+                    time.sleep(0.5)
+                rss = PeakRss(server.pid)
+                asyncio.run(run(args, url, clips, rss))
+                rss.stop()
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+        text = log_path.read_text(errors="replace")
+        problems = [line for line in text.splitlines()
+                    if "Traceback" in line or re.search(r"\b\w+(Error|Exception)\b:", line)]
+        print(f"  exceptions in the server log       {len(problems)}")
+        for line in problems[:10]:
+            print(f"    {line}")
+
+
+if __name__ == "__main__":
+    main()
