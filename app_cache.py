@@ -26,15 +26,24 @@ def models_dir() -> Path:
     return Path(os.environ.get(MODELS_DIR_ENV) or zoo.DEFAULT_MODELS_DIR)
 
 
+def _folder_version(folder: Path) -> int:
+    """Changes whenever a file in the folder is added, removed or renamed into place."""
+    try:
+        return folder.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 @st.cache_data(ttl=120, show_spinner=False)
-def _zoo_listing(folder: str) -> dict[str, ModelCard]:
+def _zoo_listing(folder: str, version: int) -> dict[str, ModelCard]:
     return zoo.available_models(folder)
 
 
 def list_models() -> dict[str, ModelCard]:
-    """name -> card of every model in the zoo folder (re-read at most every two minutes, or
-    right after `forget_model_listing`)."""
-    return _zoo_listing(str(models_dir()))
+    """name -> card of every model in the zoo folder (re-read when the folder changes, at most
+    every two minutes otherwise, or right after `forget_model_listing`)."""
+    folder = models_dir()
+    return _zoo_listing(str(folder), _folder_version(folder))
 
 
 def refused_cards() -> list[tuple[str, str]]:
@@ -48,13 +57,14 @@ def forget_model_listing() -> None:
 
 
 @st.cache_data(ttl=120, show_spinner=False)
-def _fitted_ensemble(folder: str) -> EnsembleCard | None:
+def _fitted_ensemble(folder: str, version: int) -> EnsembleCard | None:
     return zoo.fitted_ensemble(folder)
 
 
 def fitted_ensemble() -> EnsembleCard | None:
     """The zoo's fitted ensemble (models/ensemble.json) when it is current, else None."""
-    return _fitted_ensemble(str(models_dir()))
+    folder = models_dir()
+    return _fitted_ensemble(str(folder), _folder_version(folder))
 
 
 def ensemble_for(mode: str) -> EnsembleCard | None:
