@@ -226,8 +226,8 @@ def ensemble_card_row(card) -> dict:
         "rule": card.rule, "val video AUC": round(m.get("val_video_auc", float("nan")), 4),
         "AUC 95% interval": (f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "n/a"),
         "val log loss": round(m.get("val_video_log_loss", float("nan")), 4),
-        "decided (outside band)": m.get("band_decided_share"),
-        "accuracy when decided": m.get("band_decided_accuracy"),
+        "decided (outside band)": m.get("val_decided_share"),
+        "accuracy when decided": m.get("val_decided_accuracy"),
         "created": card.created,
     }
 

@@ -200,8 +200,8 @@ def cmd_models_fit_ensemble(args) -> int:
           f"temperature {card.temperature:.3f}")
     print(f"video AUC {m['val_video_auc']:.3f}"
           + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
-          + f", log loss {m['val_video_log_loss']:.3f}, decided {m['band_decided_share']:.0%} "
-          f"(accuracy {m['band_decided_accuracy'] or 0:.0%}); members alone: "
+          + f", log loss {m['val_video_log_loss']:.3f}, decided {m['val_decided_share']:.0%} "
+          f"(accuracy {m['val_decided_accuracy'] or 0:.0%}); members alone: "
           + ", ".join(f"{n} {a:.3f}" for n, a in m["member_val_video_auc"].items()))
     print(f"wrote {out}")
     return 0

@@ -227,14 +227,27 @@ def fit_ensemble(videos: Sequence[VideoFaces], members: Sequence[str], *, rule: 
                  fitted_on: Mapping | None = None) -> EnsembleCard:
     """Weights on the simplex grid maximising video AUC (ties: lower log loss, then fewer
     members), then the ensemble's threshold (balanced accuracy) and temperature (video log loss).
-    Each member alone is a candidate, so on these videos the result is never worse than the best
-    member by AUC."""
+
+    Only members with measurable signal on these videos take part: the lower end of their AUC's
+    bootstrap 95 % interval above 0.5. A member at chance would otherwise enter as a near
+    constant that merely rescales the others' scores around the aggregation rule's cut-offs,
+    a gain of a few videos that says nothing about new clips. The best member alone is always
+    a candidate, so on these videos the result is never worse than it by AUC."""
     members = list(members)
     labels = np.array([v.label for v in videos], dtype=int)
     if len(set(labels.tolist())) < 2:
         raise ValueError("fitting an ensemble needs real and fake videos")
+    singles = {m: video_scores(videos, members, np.eye(len(members))[i], rule)
+               for i, m in enumerate(members)}
+    single_auc = {m: _auc(labels, s) for m, s in singles.items()}
+    intervals = {m: bootstrap_auc_interval(labels, s) for m, s in singles.items()}
+    eligible = [m for m in members if intervals[m] is not None and intervals[m][0] > 0.5]
+    if not eligible:
+        eligible = [max(members, key=lambda m: single_auc[m])]
     candidates = []
-    for weights in simplex_grid(len(members), steps):
+    for grid_weights in simplex_grid(len(eligible), steps):
+        weights = np.array([grid_weights[eligible.index(m)] if m in eligible else 0.0
+                            for m in members])
         scores = video_scores(videos, members, weights, rule)
         candidates.append((_auc(labels, scores), -video_log_loss(labels, scores),
                            -int(np.count_nonzero(weights)), tuple(weights)))
@@ -252,16 +265,19 @@ def fit_ensemble(videos: Sequence[VideoFaces], members: Sequence[str], *, rule: 
         if _auc(labels, final) < best[0] - 1e-9:
             threshold, temperature, final = 0.5, 1.0, raw
 
-    singles = {m: _auc(labels, video_scores(videos, members, np.eye(len(members))[i], rule))
-               for i, m in enumerate(members)}
     interval = bootstrap_auc_interval(labels, final)
     metrics = {
         "val_video_auc": _auc(labels, final),
         "val_video_auc_ci95": list(interval) if interval else None,
         "val_video_log_loss": video_log_loss(labels, final),
         "val_video_accuracy": float(np.mean((final >= 0.5) == (labels == 1))),
-        **{f"band_{k}": v for k, v in band_metrics(labels, final, band).items()},
-        "member_val_video_auc": singles,
+        **{f"val_{k}": v for k, v in band_metrics(labels, final, band).items()
+           if k in ("decided_share", "decided_accuracy")},
+        "band": band,
+        "member_val_video_auc": single_auc,
+        "member_val_video_auc_ci95": {m: list(i) if i else None for m, i in intervals.items()},
+        "eligible_members": eligible,
+        "eligible_rule": "lower end of the member's val AUC bootstrap 95% interval above 0.5",
         "candidates": len(candidates),
     }
     kept = {m: float(w) for m, w in zip(members, weights) if w > 0}

@@ -54,10 +54,12 @@ def test_fitted_ensemble_is_never_worse_than_its_best_member_and_weights_the_inf
     singles = card.metrics["member_val_video_auc"]
     assert card.metrics["val_video_auc"] >= max(singles.values()) - 1e-12
     assert max(card.weights, key=card.weights.get) == "good"
-    assert "noise" not in card.weights or card.weights["noise"] <= 0.25
+    # A member at chance has no measurable signal and takes no part.
+    assert "noise" not in card.metrics["eligible_members"] and "noise" not in card.weights
+    assert card.metrics["member_val_video_auc_ci95"]["noise"][0] <= 0.5
     low, high = card.metrics["val_video_auc_ci95"]
     assert 0.0 <= low <= card.metrics["val_video_auc"] <= high <= 1.0
-    assert 0 < card.metrics["band_decided_share"] <= 1
+    assert 0 < card.metrics["val_decided_share"] <= 1
     # The calibration is an interior optimum, not a bound of the search.
     assert ens.TEMPERATURE_RANGE[0] < card.temperature < ens.TEMPERATURE_RANGE[1]
     # Calibrated, the video scores fit better than the uncalibrated weighted mean.
@@ -65,6 +67,16 @@ def test_fitted_ensemble_is_never_worse_than_its_best_member_and_weights_the_inf
     weights = np.array([card.weights.get(m, 0.0) for m in ("good", "noise", "weak")])
     raw = ens.video_scores(videos, ["good", "noise", "weak"], weights, "mean")
     assert card.metrics["val_video_log_loss"] <= ens.video_log_loss(labels, raw) + 1e-9
+
+
+def test_a_constant_member_cannot_enter_to_rescale_the_others():
+    videos = _synthetic_videos(seed=1)
+    for video in videos:
+        for _, _, scores in video.faces:
+            scores["constant"] = 0.5
+    card = fit_ensemble(videos, ["good", "constant"], rule="confident")
+    assert card.members == ["good"]
+    assert card.metrics["eligible_members"] == ["good"]
 
 
 def test_face_score_is_the_calibrated_weighted_mean():
