@@ -15,38 +15,22 @@ import argparse
 import asyncio
 import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.fixtures import make_face_clip  # noqa: E402
+from tests.serving import streamlit_server  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 600_000
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 class PeakRss:
@@ -170,32 +154,15 @@ def main() -> None:
         clips = [make_face_clip(folder / f"clip{n + 1}.mp4", frames=120 + 24 * n,
                                 size=(640, 360), faces=1 + n % 2, face_size=110 + 10 * n)
                  for n in range(args.sessions)]
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "DEEPFAKE_MODELS_DIR": str(args.models_dir),
                "TF_CPP_MIN_LOG_LEVEL": "2", "DEEPFAKE_ICE_SERVERS": "[]"}
         if args.slots:
             env["DEEPFAKE_ANALYSIS_SLOTS"] = str(args.slots)
         log_path = folder / "server.log"
-        with open(log_path, "wb") as log:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-                 "--server.headless", "true", "--server.port", str(port),
-                 "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-                 "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log,
-                stderr=subprocess.STDOUT)
-            try:
-                deadline = time.monotonic() + 180
-                while not healthy(url):
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"streamlit did not start:\n{log_path.read_text()}")
-                    time.sleep(0.5)
-                rss = PeakRss(server.pid)
-                asyncio.run(run(args, url, clips, rss))
-                rss.stop()
-            finally:
-                server.terminate()
-                server.wait(timeout=30)
+        with streamlit_server(env, log_path, start_seconds=180) as (url, server):
+            rss = PeakRss(server.pid)
+            asyncio.run(run(args, url, clips, rss))
+            rss.stop()
         text = log_path.read_text(errors="replace")
         problems = [line for line in text.splitlines()
                     if "Traceback" in line or re.search(r"\b\w+(Error|Exception)\b:", line)]

@@ -131,7 +131,7 @@ class _AllowListUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise CheckpointFormatError(f"unknown persistent id in the checkpoint: {pid!r:.80}")
-        storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], pid[4]
+        storage_type, key, numel = pid[1], str(pid[2]), pid[4]
         if not isinstance(storage_type, _StorageType):
             raise CheckpointFormatError("a storage of an unknown type in the checkpoint")
         if key not in self.storages:

@@ -191,14 +191,21 @@ def test_wrong_backbone_names_what_did_not_match(origin, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_shape_mismatch_is_named(origin, tmp_path):
+def _with_conv1_kernel(origin, path, write_kernel):
+    """A copy of the origin ResNet50 .h5 whose conv1_conv kernel is replaced by
+    write_kernel(group, "kernel:0")."""
     folder, _ = origin
-    broken = tmp_path / "broken.h5"
-    broken.write_bytes((folder / "resnet_seq.h5").read_bytes())
-    with h5py.File(broken, "r+") as handle:
+    path.write_bytes((folder / "resnet_seq.h5").read_bytes())
+    with h5py.File(path, "r+") as handle:
         group = handle["model_weights/resnet50/conv1_conv"]
         del group["kernel:0"]
-        group["kernel:0"] = np.zeros((7, 7, 3, 32), np.float32)
+        write_kernel(group, "kernel:0")
+    return path
+
+
+def test_shape_mismatch_is_named(origin, tmp_path):
+    broken = _with_conv1_kernel(origin, tmp_path / "broken.h5", lambda group, name: group.create_dataset(
+        name, data=np.zeros((7, 7, 3, 32), np.float32)))
     with pytest.raises(H5ImportError, match=r"conv1_conv/kernel file \(7, 7, 3, 32\)"):
         h5_import.import_h5(broken, "resnet50", "broken", tmp_path / "out", input_size=64)
 
@@ -266,13 +273,9 @@ def test_efficientnetb7_imagenet_graph_imports_exactly(tmp_path):
 
 def test_a_file_claiming_a_gigantic_weight_is_refused_before_reading_it(origin, tmp_path):
     folder, _ = origin
-    huge = tmp_path / "huge.h5"
-    huge.write_bytes((folder / "resnet_seq.h5").read_bytes())
-    with h5py.File(huge, "r+") as handle:
-        group = handle["model_weights/resnet50/conv1_conv"]
-        del group["kernel:0"]
-        # 4 TB declared, nothing written: the file stays small, reading it would not.
-        group.create_dataset("kernel:0", shape=(1 << 20, 1 << 20), dtype="f4", chunks=(64, 64))
+    # 4 TB declared, nothing written: the file stays small, reading it would not.
+    huge = _with_conv1_kernel(origin, tmp_path / "huge.h5", lambda group, name: group.create_dataset(
+        name, shape=(1 << 20, 1 << 20), dtype="f4", chunks=(64, 64)))
     assert huge.stat().st_size <= (folder / "resnet_seq.h5").stat().st_size + 2**20
     out = tmp_path / "zoo"
     with pytest.raises(H5ImportError, match=r"conv1_conv/kernel:0.*declares \(1048576, 1048576\)"):
@@ -281,13 +284,8 @@ def test_a_file_claiming_a_gigantic_weight_is_refused_before_reading_it(origin, 
 
 
 def test_a_weight_that_is_not_float_data_is_refused(origin, tmp_path):
-    folder, _ = origin
-    odd = tmp_path / "odd.h5"
-    odd.write_bytes((folder / "resnet_seq.h5").read_bytes())
-    with h5py.File(odd, "r+") as handle:
-        group = handle["model_weights/resnet50/conv1_conv"]
-        del group["kernel:0"]
-        group["kernel:0"] = np.array([b"rm -rf /"])
+    odd = _with_conv1_kernel(origin, tmp_path / "odd.h5", lambda group, name: group.create_dataset(
+        name, data=np.array([b"rm -rf /"])))
     with pytest.raises(H5ImportError, match="not an array of numbers"):
         h5_import.import_h5(odd, "resnet50", "odd", tmp_path / "zoo", input_size=64)
 

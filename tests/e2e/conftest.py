@@ -3,16 +3,12 @@ driven by Playwright with a fake camera that plays a generated face clip."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures import write_y4m
+from tests.serving import streamlit_server
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
@@ -21,20 +17,6 @@ SERVER_START_SECONDS = 120
 # Every wait for the app is generous: the app imports TensorFlow on its first run and the test
 # machine's two cores are shared with other test runs.
 APP_TIMEOUT_MS = 240_000
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -48,31 +30,11 @@ def app_server(tiny_models_dir, data_root, tmp_path_factory):
     """Base URL of the app, serving the five tiny models, one analysis at a time, with a data
     root; stopped after the session."""
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
-    port = _free_port()
     env = {**os.environ, "DEEPFAKE_MODELS_DIR": str(tiny_models_dir),
            "DEEPFAKE_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2",
            "DEEPFAKE_ANALYSIS_SLOTS": "1", "DEEPFAKE_DATA_ROOT": str(data_root)}
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-               "--server.headless", "true", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + SERVER_START_SECONDS
-            while not _healthy(url):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    with streamlit_server(env, log_path, SERVER_START_SECONDS) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="session")
