@@ -525,6 +525,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
             "val_videos": len(val_set.video_labels),
             "val_faces": len(val_set),
             "sbi_fraction": config.sbi_fraction,
+            "extract": _extract_settings(config.faces),
         },
         "recipe": {
             "optimizer": "adam",
@@ -557,6 +558,15 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
           f"val video AUC {metrics['val_video_auc']}, threshold {calibration.threshold:.4f}, "
           f"temperature {calibration.temperature:.3f}", flush=True)
     return card
+
+
+def _extract_settings(faces_dir: str) -> dict | None:
+    """How the faces were cut (the extract.json `python -m core extract` writes), for the card."""
+    path = Path(faces_dir) / "extract.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
