@@ -19,6 +19,24 @@ from core.settings import AnalysisSettings
 
 MODELS_DIR_ENV = "DEEPFAKE_MODELS_DIR"
 SLOTS_ENV = "DEEPFAKE_ANALYSIS_SLOTS"
+THREADS_ENV = "DEEPFAKE_TF_THREADS"
+
+
+def _leave_a_core_for_serving() -> None:
+    """TensorFlow takes every core for one analysis by default; then the server has none left
+    to send pages to anyone else. One core stays free (of two): analyses take a little longer,
+    a newcomer's page does not wait behind them. Only possible before TensorFlow's first op."""
+    import tensorflow as tf
+
+    threads = int(os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 2) - 1))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass        # TensorFlow already ran (the same process ran something else first)
+
+
+_leave_a_core_for_serving()
 
 
 def models_dir() -> Path:

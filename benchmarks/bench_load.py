@@ -125,7 +125,8 @@ async def run(args, url: str, clips: list[Path], rss: PeakRss) -> None:
         await browser.close()
 
     print(f"server: {url}, models from {args.models_dir}, "
-          f"{args.slots or 'default'} analysis slot(s), first page load (cold) {warm:.1f} s")
+          f"{args.slots or 'default'} analysis slot(s), TensorFlow threads "
+          f"{args.tf_threads or 'default'}, first page load (cold) {warm:.1f} s")
     print("\nbaseline (server otherwise idle):")
     print(f"  Analyze page load                  {idle_load:6.2f} s")
     print(f"  one upload, time to verdict        {alone['seconds']:6.2f} s ({alone['clip']})")
@@ -146,6 +147,8 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--slots", type=int, default=None,
                         help="DEEPFAKE_ANALYSIS_SLOTS for the server (default: the app's)")
+    parser.add_argument("--tf-threads", type=int, default=None,
+                        help="DEEPFAKE_TF_THREADS for the server (default: the app's, cores - 1)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
@@ -158,6 +161,8 @@ def main() -> None:
                "TF_CPP_MIN_LOG_LEVEL": "2", "DEEPFAKE_ICE_SERVERS": "[]"}
         if args.slots:
             env["DEEPFAKE_ANALYSIS_SLOTS"] = str(args.slots)
+        if args.tf_threads:
+            env["DEEPFAKE_TF_THREADS"] = str(args.tf_threads)
         log_path = folder / "server.log"
         with streamlit_server(env, log_path, start_seconds=180) as (url, server):
             rss = PeakRss(server.pid)
