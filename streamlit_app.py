@@ -37,12 +37,15 @@ with st.sidebar:
     selected: list[str] = []
     ensemble_mode = "mean"
     if available:
-        modes = ["fitted", "mean"] if fitted is not None else ["mean"]
-        ensemble_mode = st.radio(
-            "Ensemble", modes, key="sidebar_ensemble", horizontal=True,
-            format_func={"fitted": "fitted weights", "mean": "plain mean"}.get,
-            help="fitted: weights chosen on the validation split (models/ensemble.json); "
-                 "plain mean: every chosen model counts the same.")
+        if fitted is not None:
+            ensemble_mode = st.radio(
+                "Ensemble", ["fitted", "mean"], key="sidebar_ensemble", horizontal=True,
+                format_func={"fitted": "fitted weights", "mean": "plain mean"}.get,
+                help="fitted: weights chosen on the validation split (models/ensemble.json); "
+                     "plain mean: every chosen model counts the same.")
+        else:
+            st.caption("Ensemble: the plain mean of the chosen models (this zoo has no fitted "
+                       "weights).")
         default = (fitted.members if ensemble_mode == "fitted" and fitted is not None
                    else available)
         selected = st.multiselect("Models", available, default=default, key="sidebar_models",
