@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from sklearn.metrics import confusion_matrix, roc_curve
 
+from core.ensemble import weights_text
 from core.model_store import ModelCard
 from core.results import ENSEMBLE, NO_FACE, AnalysisResult
 from core.verdict import label_for
@@ -202,10 +203,6 @@ def verdict_title(result: AnalysisResult) -> str:
 
 def ensemble_kind_text(ensemble: dict) -> str:
     return "fitted weights" if ensemble.get("kind") == "fitted" else "mean of the models"
-
-
-def weights_text(weights: dict[str, float]) -> str:
-    return ", ".join(f"{name} × {weight:.2f}" for name, weight in weights.items())
 
 
 def ensemble_text(ensemble: dict) -> str:

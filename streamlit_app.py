@@ -8,6 +8,7 @@ import streamlit as st
 
 import app_cache
 import app_state
+from core.ensemble import weights_text
 from core.settings import AnalysisSettings
 from core.verdict import RULES
 
@@ -56,10 +57,9 @@ with st.sidebar:
                 st.warning(f"The fitted ensemble needs {', '.join(missing)}; without it the "
                            "verdict is the plain mean of the chosen models.")
             else:
-                st.caption("Counts in the verdict: " + ", ".join(
-                    f"{name} × {weight:.2f}" for name, weight in fitted.weights.items())
-                    + (f"; {len(selected) - len(fitted.members)} other model(s) run for "
-                       "comparison only" if len(selected) > len(fitted.members) else ""))
+                st.caption("Counts in the verdict: " + weights_text(fitted.weights)
+                           + (f"; {len(selected) - len(fitted.members)} other model(s) run for "
+                              "comparison only" if len(selected) > len(fitted.members) else ""))
     else:
         st.warning("No models in the zoo. Import one on the Models page.")
     frames = st.slider("Frames to sample", 4, 96, defaults.frames, step=4, key="sidebar_frames",

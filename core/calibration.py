@@ -13,6 +13,9 @@ from scipy.optimize import minimize_scalar
 
 # Probabilities are clipped before logit so 0 and 1 from a saturated sigmoid stay finite.
 EPSILON = 1e-6
+# Video-level log loss is reported on probabilities clipped to this range, so one confidently
+# wrong clip of a few dozen does not dominate the number.
+LOG_LOSS_CLIP = (0.01, 0.99)
 THRESHOLD_RANGE = (1e-4, 1.0 - 1e-4)
 TEMPERATURE_RANGE = (0.05, 20.0)
 

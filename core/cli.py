@@ -131,6 +131,8 @@ def _write_summary(path: Path, rows: list[dict]) -> None:
 def cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
+    from .ensemble import choose as choose_ensemble
+    from .ensemble import weights_text
     from .evaluate import evaluate, format_report, load_labels, schema_only
     from .pipeline import analyze_video
 
@@ -145,10 +147,9 @@ def cmd_evaluate(args) -> int:
         on_video=lambda done, total, video: bar.update(1))
     bar.close()
     print(format_report(report, band=settings.band))
-    print("ensemble: " + (f"fitted ({_weights_text(ensemble.weights)}; "
-                          f"{ensemble.card_path})" if ensemble is not None and
-                          set(ensemble.members) <= {c.name for c in classifiers}
-                          else f"mean of {', '.join(c.name for c in classifiers)}")
+    mix = choose_ensemble([c.name for c in classifiers], ensemble)
+    print("ensemble: " + (f"fitted ({weights_text(mix.weights)}; {mix.card.card_path})"
+                          if mix.card is not None else f"mean of {', '.join(mix.weights)}")
           + f"; decided = outside the UNCERTAIN band of {settings.band:g}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -157,23 +158,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _weights_text(weights: dict[str, float]) -> str:
-    return ", ".join(f"{name} {weight:.2f}" for name, weight in weights.items())
-
-
 def cmd_models_fit_ensemble(args) -> int:
     """Analyse the labelled videos once with every chosen model, fit the ensemble's weights and
     calibration on them, and write MODELS_DIR/ensemble.json."""
     from tqdm import tqdm
 
-    from .ensemble import ENSEMBLE_CARD, VideoFaces, fit_ensemble
+    from .ensemble import ENSEMBLE_CARD, VideoFaces, fit_ensemble, weights_text
     from .errors import VideoError
     from .evaluate import load_labels
     from .pipeline import analyze_video
     from .zoo import DEFAULT_MODELS_DIR
 
     videos = load_labels(args.labels, split=args.split)
-    args.ensemble = "mean"
     settings, detector, classifiers, _ = _load(args)
     names = [c.name for c in classifiers]
     fitted: list[VideoFaces] = []
@@ -196,7 +192,7 @@ def cmd_models_fit_ensemble(args) -> int:
     card.save(out)
     m = card.metrics
     interval = m["val_video_auc_ci95"]
-    print(f"weights: {_weights_text(card.weights)}; threshold {card.threshold:.4f}, "
+    print(f"weights: {weights_text(card.weights)}; threshold {card.threshold:.4f}, "
           f"temperature {card.temperature:.3f}")
     print(f"video AUC {m['val_video_auc']:.3f}"
           + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")

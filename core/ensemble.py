@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .calibration import TEMPERATURE_RANGE, fit_threshold
+from .calibration import LOG_LOSS_CLIP, TEMPERATURE_RANGE, fit_threshold, log_loss
 from .errors import ModelError
 from .verdict import RULES, aggregate_video, calibrate, label_for
 
 ENSEMBLE_CARD = "ensemble.json"
 GRID_STEPS = 4                 # weights in quarters: few candidates, so little room to overfit 28 clips
-LOG_LOSS_CLIP = (0.01, 0.99)   # as core.evaluate clips video probabilities
 
 
 @dataclass
@@ -64,8 +63,7 @@ class EnsembleCard:
 
     def face_score(self, calibrated_scores: Mapping[str, float]) -> float:
         """The ensemble's calibrated P(fake) for one face from its members' calibrated scores."""
-        mixed = sum(w * float(calibrated_scores[name]) for name, w in self.weights.items())
-        return float(calibrate(mixed, self.threshold, self.temperature))
+        return mixed_score(calibrated_scores, self.weights, self.threshold, self.temperature)
 
     def stale_members(self, sha256_by_name: Mapping[str, str]) -> list[str]:
         """Members missing from the zoo or whose file changed since the weights were fitted."""
@@ -104,6 +102,19 @@ class EnsembleCard:
         return card
 
 
+def mixed_score(calibrated_scores: Mapping[str, float], weights: Mapping[str, float],
+                threshold: float = 0.5, temperature: float = 1.0) -> float:
+    """Weighted mean of members' calibrated P(fake), calibrated with the ensemble's own
+    threshold and temperature: one face's ensemble score, at inference and while fitting."""
+    mixed = sum(w * float(calibrated_scores[name]) for name, w in weights.items() if w > 0)
+    return float(calibrate(mixed, threshold, temperature))
+
+
+def weights_text(weights: Mapping[str, float]) -> str:
+    """Which models count and how much, for a person: "a × 0.75, b × 0.25"."""
+    return ", ".join(f"{name} × {weight:.2f}" for name, weight in weights.items())
+
+
 def load_ensemble(models_dir: str | Path) -> EnsembleCard | None:
     """The folder's fitted ensemble, or None when it has none."""
     path = Path(models_dir) / ENSEMBLE_CARD
@@ -113,9 +124,12 @@ def load_ensemble(models_dir: str | Path) -> EnsembleCard | None:
 @dataclass(frozen=True)
 class EnsembleChoice:
     """What the ENSEMBLE score of an analysis is: the fitted card, or the plain mean."""
-    kind: str                                  # "fitted" or "mean"
     weights: dict[str, float]
     card: EnsembleCard | None = None
+
+    @property
+    def kind(self) -> str:
+        return "fitted" if self.card is not None else "mean"
 
     def face_score(self, calibrated_scores: Mapping[str, float]) -> float:
         if self.card is not None:
@@ -126,8 +140,8 @@ class EnsembleChoice:
 def choose(names: Sequence[str], card: EnsembleCard | None) -> EnsembleChoice:
     """The fitted ensemble when all its members are among `names`, else the mean over `names`."""
     if card is not None and set(card.members) <= set(names):
-        return EnsembleChoice("fitted", dict(card.weights), card)
-    return EnsembleChoice("mean", {name: 1.0 / len(names) for name in names})
+        return EnsembleChoice(dict(card.weights), card)
+    return EnsembleChoice({name: 1.0 / len(names) for name in names})
 
 
 # --- fitting ---------------------------------------------------------------------------------
@@ -152,15 +166,15 @@ def simplex_grid(members: int, steps: int = GRID_STEPS) -> np.ndarray:
 def video_scores(videos: Sequence[VideoFaces], members: Sequence[str], weights: np.ndarray,
                  rule: str, threshold: float = 0.5, temperature: float = 1.0) -> np.ndarray:
     """Each video's aggregated ensemble score for one weight vector; no face -> 0.5."""
+    by_name = dict(zip(members, weights))
     out = np.full(len(videos), 0.5)
     for v, video in enumerate(videos):
         if not video.faces:
             continue
         per_person: dict[int, dict[int, float]] = {}
         for person, frame, scores in video.faces:
-            mixed = float(sum(w * scores[m] for m, w in zip(members, weights) if w > 0))
-            per_person.setdefault(person, {})[frame] = float(
-                calibrate(mixed, threshold, temperature))
+            per_person.setdefault(person, {})[frame] = mixed_score(scores, by_name, threshold,
+                                                                   temperature)
         out[v] = aggregate_video(per_person, rule=rule)
     return out
 
@@ -172,9 +186,7 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def video_log_loss(labels, scores) -> float:
-    y = np.asarray(labels, dtype=np.float64)
-    p = np.clip(np.asarray(scores, dtype=np.float64), *LOG_LOSS_CLIP)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    return log_loss(labels, np.clip(np.asarray(scores, dtype=np.float64), *LOG_LOSS_CLIP))
 
 
 def band_metrics(labels, scores, band: float) -> dict:

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
+from .calibration import LOG_LOSS_CLIP
 from .errors import LabelsError, VideoError
 from .results import ENSEMBLE
 
 NO_FACE_SCORE = 0.5        # a video with no face says nothing either way
-LOG_LOSS_CLIP = (0.01, 0.99)
 _LABEL_VALUES = {"REAL": 0, "FAKE": 1, "0": 0, "1": 1}
 
 
@@ -166,6 +166,7 @@ def format_report(report: dict, band: float | None = None) -> str:
     """The table printed by `evaluate`: AUC with its bootstrap 95 % interval, log loss,
     accuracy and, given the UNCERTAIN band, the share of videos decided and the accuracy on them."""
     from .ensemble import band_metrics
+    from .settings import AnalysisSettings
 
     def fmt(value: float) -> str:
         return "  n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
@@ -178,7 +179,7 @@ def format_report(report: dict, band: float | None = None) -> str:
         low_high = intervals.get(name)
         interval = f"[{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else "n/a"
         decided = band_metrics(labels, [v["scores"][name] for v in report["videos"]],
-                               0.1 if band is None else band)
+                               AnalysisSettings().band if band is None else band)
         lines.append(f"{name:<28} {fmt(m['auc']):>6} {interval:>14} {fmt(m['log_loss']):>8} "
                      f"{fmt(m['accuracy']):>6} {fmt(decided['decided_share']):>8} "
                      f"{fmt(decided['decided_accuracy']):>8} {m['videos']:>7} {m['no_face']:>8}")

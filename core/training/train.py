@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .. import atomic
+from ..calibration import LOG_LOSS_CLIP
 from .augment import AUGMENT_PRESETS, AugmentSettings, augment
 from .distill import load_teacher
 from .extract import read_index
@@ -33,7 +34,6 @@ from .sbi import self_blend
 
 MIN_ZOOM = 0.90              # training crops keep 90..100 % of the saved crop: the face stays centred
 MAX_SHIFT = 0.03             # and moves by at most 3 % of the crop side
-LOG_LOSS_CLIP = (0.01, 0.99)
 COSINE_FLOOR = 0.05          # the cosine schedule ends at this share of the initial rate
 _KEYPOINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
