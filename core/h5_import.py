@@ -16,9 +16,8 @@ import keras
 
 from core import backbones
 from core.errors import H5ImportError
-from core.model_store import ModelCard, file_sha256, save_model
+from core.model_store import SAFE_NAME, ModelCard, file_sha256, save_model
 
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _MAX_LISTED = 5
 # The largest origin model (EfficientNetB7, 64 M parameters) holds 256 MB of float32 weights and
 # no single array above 10 MB; a file claiming more is refused before anything is read.
@@ -282,7 +281,7 @@ def import_h5(h5_path, backbone: str, name: str, out_dir, *, input_size: int = 2
     does not say (a weights-only file of an EfficientNet built with weights="imagenet" needs
     [1/sqrt(s) for s in backbones.EFFICIENTNET_IMAGENET_STDDEV_RGB])."""
     h5_path = Path(h5_path)
-    if not _SAFE_NAME.fullmatch(name):
+    if not SAFE_NAME.fullmatch(name):
         raise ValueError(f"model name {name!r} must be letters, digits, '.', '_' or '-'")
     if not backbones.get_spec(backbone).origin:
         raise H5ImportError(f"{backbone} is not one of the origin project's backbones; .h5 import "

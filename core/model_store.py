@@ -23,7 +23,7 @@ from core.errors import ChecksumMismatchError, ModelError, ModelNotFoundError
 PREDICT_BATCH = 32
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 1024
 MAX_TEMPERATURE = 100.0
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass
@@ -71,7 +71,7 @@ class ModelCard:
             return isinstance(value, (int, float)) and not isinstance(value, bool) \
                 and math.isfinite(value)
 
-        if not isinstance(self.name, str) or not _SAFE_NAME.fullmatch(self.name):
+        if not isinstance(self.name, str) or not SAFE_NAME.fullmatch(self.name):
             return f"name {self.name!r} must be letters, digits, '.', '_' or '-'"
         if not isinstance(self.input_size, int) or isinstance(self.input_size, bool) \
                 or not MIN_INPUT_SIZE <= self.input_size <= MAX_INPUT_SIZE:

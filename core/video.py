@@ -194,9 +194,7 @@ def _container_name(container, path: Path) -> str:
     return names[0]
 
 
-def _check_claimed_size(stream, path: Path, max_pixels: int | None) -> None:
-    """Refuse frames larger than max_pixels from the header alone, before a decoder allocates."""
-    width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
+def _check_frame_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels is not None and width * height > max_pixels:
         raise VideoLimitError(
             f"{path.name} has {width}x{height} frames ({width * height / 1e6:.0f} megapixels); "
@@ -210,7 +208,9 @@ def probe(path, *, max_pixels: int | None = None, max_duration: float | None = N
     path = _checked_path(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
-        _check_claimed_size(stream, path, max_pixels)
+        # From the header alone first, before a decoder allocates frames of that size.
+        _check_frame_size(path, stream.codec_context.width or 0,
+                          stream.codec_context.height or 0, max_pixels)
         first: list[av.VideoFrame] = []
         for frame in _decoded(container, stream):
             first.append(frame)
@@ -249,10 +249,7 @@ def probe(path, *, max_pixels: int | None = None, max_duration: float | None = N
             raise VideoLimitError(
                 f"{path.name} claims to run {_hours(duration)}; the limit is "
                 f"{_hours(max_duration)} (setting max_duration_s)")
-        if max_pixels is not None and first[0].width * first[0].height > max_pixels:
-            raise VideoLimitError(
-                f"{path.name} has {first[0].width}x{first[0].height} frames; the limit is "
-                f"{max_pixels / 1e6:.0f} megapixels per frame (setting max_frame_pixels)")
+        _check_frame_size(path, first[0].width, first[0].height, max_pixels)
         rotation = _rotation(first[0])
         width, height = first[0].width, first[0].height
         if rotation in (90, 270):

@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from .ensemble import EnsembleCard, load_ensemble
-from .errors import ModelNotFoundError
+from .ensemble import ENSEMBLE_CARD, EnsembleCard, load_ensemble
+from .errors import ModelError, ModelNotFoundError
 from .model_store import Classifier, ModelCard, discover_models, load_classifier
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -19,10 +19,6 @@ def available_models(models_dir: str | Path = DEFAULT_MODELS_DIR) -> dict[str, M
 def refused_cards(models_dir: str | Path = DEFAULT_MODELS_DIR) -> list[tuple[str, str]]:
     """(card file, reason) for each JSON in the folder that is not a usable model card (and is
     not the ensemble card): left out of the zoo, reported so an operator sees why."""
-    from .ensemble import ENSEMBLE_CARD
-    from .errors import ModelError
-    from .model_store import ModelCard
-
     folder = Path(models_dir)
     refused = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
