@@ -31,13 +31,16 @@ def refused_cards(models_dir: str | Path = DEFAULT_MODELS_DIR) -> list[tuple[str
     return refused
 
 
-def fitted_ensemble(models_dir: str | Path = DEFAULT_MODELS_DIR) -> EnsembleCard | None:
+def fitted_ensemble(models_dir: str | Path = DEFAULT_MODELS_DIR,
+                    cards: dict[str, ModelCard] | None = None) -> EnsembleCard | None:
     """The folder's fitted ensemble when every member is present and unchanged since fitting;
-    None when there is none or it is stale (a member retrained, replaced or removed)."""
+    None when there is none or it is stale (a member retrained, replaced or removed). `cards`:
+    the folder's cards when the caller has already read them."""
     card = load_ensemble(models_dir)
     if card is None:
         return None
-    sha256 = {name: c.sha256 for name, c in available_models(models_dir).items()}
+    cards = available_models(models_dir) if cards is None else cards
+    sha256 = {name: c.sha256 for name, c in cards.items()}
     return None if card.stale_members(sha256) else card
 
 
@@ -123,7 +126,7 @@ def record_evaluation(results: dict, models_dir: str | Path = DEFAULT_MODELS_DIR
         values[ENSEMBLE_AUC_KEY] = ensemble.get("auc")
         update_card(card, metrics={**card.metrics, **values})
         updated.append(name)
-    fitted = fitted_ensemble(models_dir)
+    fitted = fitted_ensemble(models_dir, cards)
     if fitted is not None and "ensemble" in results["models"] \
             and set(fitted.members) <= set(results["models"]):
         fitted.metrics = {**fitted.metrics, **_pipeline_metrics(results, "ensemble", band)}
@@ -138,7 +141,7 @@ def quality_regressions(results: dict, models_dir: str | Path = DEFAULT_MODELS_D
     ensemble (the default verdict) and each model the evaluation ran."""
     problems = []
     cards = available_models(models_dir)
-    fitted = fitted_ensemble(models_dir)
+    fitted = fitted_ensemble(models_dir, cards)
     if fitted is not None and fitted.metrics.get("pipeline_val_video_auc") is not None:
         expected = fitted.metrics["pipeline_val_video_auc"]
     else:
@@ -180,7 +183,8 @@ def zoo_markdown(models_dir: str | Path = DEFAULT_MODELS_DIR) -> str:
             "temperature | val video AUC [95% interval] | log loss | accuracy | decided | "
             "accuracy when decided |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, card in available_models(models_dir).items():
+    cards = available_models(models_dir)
+    for name, card in cards.items():
         m = card.metrics
         loss = m.get("pipeline_val_video_log_loss", m.get("val_video_log_loss"))
         accuracy = m.get("pipeline_val_video_accuracy", m.get("val_video_accuracy"))
@@ -192,7 +196,7 @@ def zoo_markdown(models_dir: str | Path = DEFAULT_MODELS_DIR) -> str:
             f"{card.temperature:.2f} | {_auc_text(m)} | {_number(loss)} | {_number(accuracy)} | "
             f"{_share(m.get('pipeline_val_decided_share'))} | "
             f"{_share(m.get('pipeline_val_decided_accuracy'))} |")
-    fitted = fitted_ensemble(models_dir)
+    fitted = fitted_ensemble(models_dir, cards)
     if fitted is not None:
         m = fitted.metrics
         members = " + ".join(f"{w:.2f} × {n}" for n, w in fitted.weights.items())
