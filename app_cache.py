@@ -16,6 +16,7 @@ from core.faces import FaceDetector
 from core.model_store import Classifier, ModelCard, load_classifier
 from core.pipeline import analyze_video, make_detector
 from core.settings import AnalysisSettings
+from core.threads import limit_threads
 
 MODELS_DIR_ENV = "DEEPFAKE_MODELS_DIR"
 SLOTS_ENV = "DEEPFAKE_ANALYSIS_SLOTS"
@@ -26,14 +27,8 @@ def _leave_a_core_for_serving() -> None:
     """TensorFlow takes every core for one analysis by default; then the server has none left
     to send pages to anyone else. One core stays free (of two): analyses take a little longer,
     a newcomer's page does not wait behind them. Only possible before TensorFlow's first op."""
-    import tensorflow as tf
-
     threads = int(os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 2) - 1))
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass        # TensorFlow already ran (the same process ran something else first)
+    limit_threads(threads)   # False when this process already ran TensorFlow: keep what it has
 
 
 _leave_a_core_for_serving()

@@ -3,7 +3,6 @@ extraction and training. Errors print one line and exit 2; heavy imports happen 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -71,83 +70,98 @@ def find_videos(paths: list[Path]) -> list[Path]:
     return videos
 
 
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: one video after another in this process; ray: one worker "
+                             "per core (or per cluster CPU), each loading the models once")
+    parser.add_argument("--address", default=None,
+                        help="with --engine ray: join the Ray cluster at this address (e.g. "
+                             "auto or HOST:6379) instead of starting a local one; every node "
+                             "must see the videos and this checkout at the same paths")
+    parser.add_argument("--workers", type=_positive_int, default=None,
+                        help="with --engine ray: workers to run (default: as many as fit the "
+                             "CPUs and memory)")
+    parser.add_argument("--max-attempts", type=_positive_int, default=None,
+                        help="with --engine ray: tries per video when its worker dies (default 3)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="TensorFlow threads per analysis (default: every core for local, "
+                             "1 per Ray worker); scores match to the last digit only at equal "
+                             "thread counts")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _scanner_config(args, annotate_dir: Path | None = None):
+    from .scan.scanner import ScannerConfig
+
+    return ScannerConfig(models=args.models, ensemble=args.ensemble, settings=_settings(args),
+                         models_dir=str(args.models_dir) if args.models_dir else None,
+                         annotate_dir=str(annotate_dir) if annotate_dir else None,
+                         threads=args.threads)
+
+
+def _engine_starter(args, config):
+    from .scan.run import make_engine
+    from .zoo import DEFAULT_MODELS_DIR, resolve_selection
+
+    if args.engine == "local" and (args.address or args.workers or args.max_attempts):
+        raise ValueError("--address, --workers and --max-attempts are for --engine ray")
+    resolve_selection(args.models, args.models_dir or DEFAULT_MODELS_DIR)   # fail before starting
+    return lambda: make_engine(args.engine, config, address=args.address, workers=args.workers,
+                               max_attempts=args.max_attempts)
+
+
 def cmd_analyze(args) -> int:
-    from tqdm import tqdm
+    from .scan.jobs import SUMMARY, plan
+    from .scan.run import scan_to_folder
 
-    from .pipeline import analyze_video
-
-    videos = find_videos(args.paths)
-    settings, detector, classifiers, ensemble = _load(args)
     out_dir: Path = args.out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = []
-    failures = 0
-    for video in tqdm(videos, desc="videos", unit="video", disable=len(videos) < 2):
-        stem = video.stem if len(videos) == 1 else _unique_stem(video, videos)
-        try:
-            result = analyze_video(
-                video, detector, classifiers, settings, keep_images=False, ensemble=ensemble,
-                annotated_path=(out_dir / f"{stem}.annotated.mp4") if args.annotate else None)
-        except DetectorError as error:
-            failures += 1
-            print(f"error: {video}: {error}", file=sys.stderr)
-            summary.append({"path": str(video), "verdict": "ERROR", "probability": "",
-                            "persons": "", "faces": "", "seconds": "", "error": str(error)})
-            continue
-        result.save(out_dir, stem)
-        for warning in result.warnings:
-            print(f"warning: {video}: {warning}", file=sys.stderr)
-        v = result.verdict
-        probability = "" if v.probability is None else f"{v.probability:.4f}"
-        print(f"{video}: {v.label} {probability} ({len(result.persons)} persons, "
-              f"{len(result.faces)} faces, {result.timings['total']:.1f} s)")
-        summary.append({"path": str(video), "verdict": v.label, "probability": probability,
-                        "persons": len(result.persons), "faces": len(result.faces),
-                        "seconds": f"{result.timings['total']:.2f}", "error": "",
-                        **{f"p_{name}": ("" if mv.probability is None else f"{mv.probability:.4f}")
-                           for name, mv in result.verdicts.items()}})
-    _write_summary(out_dir / "summary.csv", summary)
-    print(f"wrote {out_dir}/ (a JSON and a CSV per video, summary.csv)")
-    return 2 if failures else 0
-
-
-def _unique_stem(video: Path, videos: list[Path]) -> str:
-    # Folders of DFDC or FF++ clips reuse names across sub-folders; keep outputs apart.
-    if sum(v.stem == video.stem for v in videos) == 1:
-        return video.stem
-    return "_".join(video.with_suffix("").parts[-2:])
-
-
-def _write_summary(path: Path, rows: list[dict]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    jobs = plan(find_videos(args.paths))
+    config = _scanner_config(args, annotate_dir=out_dir if args.annotate else None)
+    start_engine = _engine_starter(args, config)
+    try:
+        outcomes = scan_to_folder(jobs, start_engine, out_dir, annotated=args.annotate)
+    except KeyboardInterrupt:
+        done = sum((out_dir / f"{job.stem}.json").is_file() for job in jobs)
+        print(f"interrupted: {done} of {len(jobs)} reports in {out_dir}/; the same command "
+              "resumes with the rest", file=sys.stderr)
+        return 130
+    skipped = sum(o.skipped for o in outcomes)
+    failed = sum(o.failed for o in outcomes)
+    print(f"wrote {out_dir}/ (a JSON and a CSV per video, {SUMMARY})"
+          + (f"; {skipped} already done, kept" if skipped else "")
+          + (f"; {failed} failed" if failed else ""))
+    return 2 if failed else 0
 
 
 def cmd_evaluate(args) -> int:
-    from tqdm import tqdm
-
     from .ensemble import choose as choose_ensemble
     from .ensemble import weights_text
     from .evaluate import evaluate, format_report, load_labels, schema_only
-    from .pipeline import analyze_video
+    from .scan.jobs import ScannedResult, plan
+    from .scan.run import scan_all
+    from .zoo import DEFAULT_MODELS_DIR, fitted_ensemble
 
     videos = load_labels(args.labels, split=args.split)
-    settings, detector, classifiers, ensemble = _load(args)
-    bar = tqdm(total=len(videos), desc="evaluate", unit="video")
-    report = evaluate(
-        videos,
-        lambda path: analyze_video(path, detector, classifiers, settings, keep_images=False,
-                                   ensemble=ensemble),
-        [c.name for c in classifiers],
-        on_video=lambda done, total, video: bar.update(1))
-    bar.close()
+    config = _scanner_config(args)
+    engine = _engine_starter(args, config)()
+    try:
+        outcomes = scan_all(plan([v.path for v in videos]), engine, desc="evaluate")
+        names = engine.model_names
+    finally:
+        engine.close()
+    results = iter(outcomes)
+    report = evaluate(videos, lambda path: ScannedResult.of(next(results)), names)
+    settings = config.settings
     print(format_report(report, band=settings.band))
-    mix = choose_ensemble([c.name for c in classifiers], ensemble)
+    ensemble = (fitted_ensemble(args.models_dir or DEFAULT_MODELS_DIR)
+                if args.ensemble == "fitted" else None)
+    mix = choose_ensemble(names, ensemble)
     print("ensemble: " + (f"fitted ({weights_text(mix.weights)}; {mix.card.card_path})"
                           if mix.card is not None else f"mean of {', '.join(mix.weights)}")
           + f"; decided = outside the UNCERTAIN band of {settings.band:g}")
@@ -265,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = commands.add_parser("analyze", help="score videos: a JSON and a CSV per video")
     analyze.add_argument("paths", nargs="+", type=Path, help="video files or folders")
     _add_analysis_options(analyze)
-    analyze.add_argument("--out", type=Path, default=Path("out"), help="output folder")
+    _add_engine_options(analyze)
+    analyze.add_argument("--out", type=Path, default=Path("out"),
+                         help="output folder; a rerun over it keeps the reports already there")
     analyze.add_argument("--annotate", action="store_true",
                          help="also write the annotated clip (H.264 MP4) per video")
     analyze.set_defaults(run=cmd_analyze)
@@ -274,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("labels", type=Path, help="CSV with path,label columns or a DFDC folder")
     evaluate.add_argument("--split", default=None, help="only rows whose split column matches")
     _add_analysis_options(evaluate)
+    _add_engine_options(evaluate)
     evaluate.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     evaluate.set_defaults(run=cmd_evaluate)
 

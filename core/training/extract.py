@@ -224,15 +224,10 @@ _worker_state: dict = {}
 
 
 def _init_worker(settings: ExtractSettings, out_dir: str, threads: int) -> None:
-    # Each process gets its share of the cores; oversubscribed TF/OpenCV threads only thrash.
-    import tensorflow as tf
+    # Each process gets its share of the cores (in-process use keeps what it has).
+    from ..threads import limit_threads
 
-    cv2.setNumThreads(1)
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass   # already initialised (in-process use): keep what is there
+    limit_threads(threads, inter=1, opencv=1)
     _worker_state["settings"] = settings
     _worker_state["out_dir"] = Path(out_dir)
     _worker_state["detector"] = FaceDetector(

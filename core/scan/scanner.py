@@ -1,0 +1,63 @@
+"""One video in, its report texts out: the unit of work of both engines. A `VideoScanner` loads
+the face detector and the models once and then analyses as many videos as it is given."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DetectorError, VideoError
+from ..settings import AnalysisSettings
+from .jobs import Outcome, ScanJob
+
+
+@dataclass(frozen=True)
+class ScannerConfig:
+    """Everything a worker needs to build its scanner; plain values, so it pickles to Ray."""
+    models: str = "default"              # 'default', 'all' or comma-separated names
+    models_dir: str | None = None        # None: the shipped models/
+    ensemble: str = "fitted"             # 'fitted' or 'mean'
+    settings: AnalysisSettings = field(default_factory=AnalysisSettings)
+    annotate_dir: str | None = None      # write STEM.annotated.mp4 here (a path workers see)
+    # TensorFlow threads per analysis; None keeps TensorFlow's default (every core). Scores
+    # and boxes are the same to the last digit only between runs with equal thread counts:
+    # oneDNN splits its sums by thread.
+    threads: int | None = None
+
+    def load(self):
+        """(detector, classifiers, fitted ensemble or None)."""
+        from ..pipeline import make_detector
+        from ..zoo import DEFAULT_MODELS_DIR, fitted_ensemble, load_models
+
+        models_dir = self.models_dir or DEFAULT_MODELS_DIR
+        classifiers = load_models(self.models, models_dir)
+        ensemble = fitted_ensemble(models_dir) if self.ensemble == "fitted" else None
+        return make_detector(self.settings), classifiers, ensemble
+
+
+class VideoScanner:
+    def __init__(self, config: ScannerConfig):
+        from ..threads import limit_threads
+
+        self.config = config
+        if config.threads is not None and not limit_threads(config.threads, inter=1):
+            raise RuntimeError("TensorFlow already runs in this process; its threads are set")
+        self.detector, self.classifiers, self.ensemble = config.load()
+
+    @property
+    def model_names(self) -> list[str]:
+        return [c.name for c in self.classifiers]
+
+    def scan(self, job: ScanJob) -> Outcome:
+        from ..pipeline import analyze_video
+
+        annotated = (Path(self.config.annotate_dir) / f"{job.stem}.annotated.mp4"
+                     if self.config.annotate_dir else None)
+        try:
+            result = analyze_video(job.path, self.detector, self.classifiers, self.config.settings,
+                                   keep_images=False, ensemble=self.ensemble,
+                                   annotated_path=annotated)
+        except DetectorError as error:
+            return Outcome(job, error=str(error), video_error=isinstance(error, VideoError))
+        except Exception as error:  # noqa: BLE001 - one bad video must not end a long scan
+            return Outcome(job, error=f"{type(error).__name__}: {error}")
+        return Outcome(job, report_json=result.to_json(), faces_csv=result.faces_csv())
