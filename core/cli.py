@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import DetectorError, NoVideosFoundError
@@ -116,6 +119,24 @@ def _engine_starter(args, config):
                                max_attempts=args.max_attempts)
 
 
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a scheduler's or `kill`'s stop) ends a scan like Ctrl-C: workers stopped, the
+    summary of what is done written, resumable. Yields `rearm`, to call after starting Ray,
+    whose driver puts its own abort-on-SIGTERM in place."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield lambda: signal.signal(signal.SIGTERM, interrupt)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_analyze(args) -> int:
     from .scan.jobs import SUMMARY, plan
     from .scan.run import scan_to_folder
@@ -125,7 +146,13 @@ def cmd_analyze(args) -> int:
     config = _scanner_config(args, annotate_dir=out_dir if args.annotate else None)
     start_engine = _engine_starter(args, config)
     try:
-        outcomes = scan_to_folder(jobs, start_engine, out_dir, annotated=args.annotate)
+        with _terminate_as_interrupt() as rearm:
+            def start():
+                engine = start_engine()
+                rearm()
+                return engine
+
+            outcomes = scan_to_folder(jobs, start, out_dir, annotated=args.annotate)
     except KeyboardInterrupt:
         done = sum((out_dir / f"{job.stem}.json").is_file() for job in jobs)
         print(f"interrupted: {done} of {len(jobs)} reports in {out_dir}/; the same command "

@@ -13,6 +13,9 @@ class LocalEngine:
     def __init__(self, config: ScannerConfig):
         self.scanner = VideoScanner(config)
 
+    def describe(self) -> str:
+        return "local engine: this process, one video after another"
+
     @property
     def model_names(self) -> list[str]:
         return self.scanner.model_names

@@ -72,6 +72,7 @@ class RayEngine:
         # Each worker reserves as many CPUs as it runs TensorFlow threads (one by default).
         self.config = config if config.threads else replace(config, threads=1)
         self.max_attempts = max_attempts
+        self.address = address
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             self._init_ray(address)
@@ -90,6 +91,11 @@ class RayEngine:
             raise ScanEngineError(f"Ray workers could not start: {_reason(error)}") from None
         self.pids = {actor: pid for actor, (pid, _) in zip(self.actors, ready)}
         self.model_names = ready[0][1]
+
+    def describe(self) -> str:
+        where = "a local Ray" if self._owns_ray and not self.address else "the Ray cluster"
+        return (f"Ray engine: {self.workers} workers on {where}, "
+                f"{self.config.threads} TensorFlow thread(s) each")
 
     def _init_ray(self, address: str | None) -> None:
         ray = self._ray
