@@ -16,12 +16,11 @@ from core.faces import FaceDetector
 from core.model_store import Classifier, ModelCard, load_classifier
 from core.pipeline import analyze_video, make_detector
 from core.settings import AnalysisSettings
-from core.threads import limit_threads, lower_priority
+from core.threads import limit_threads
 
 MODELS_DIR_ENV = "DEEPFAKE_MODELS_DIR"
 SLOTS_ENV = "DEEPFAKE_ANALYSIS_SLOTS"
 THREADS_ENV = "DEEPFAKE_TF_THREADS"
-NICE_ENV = "DEEPFAKE_ANALYSIS_NICE"
 
 
 def _leave_a_core_for_serving() -> None:
@@ -131,7 +130,5 @@ def analyze_upload(upload: app_state.Upload, names: Sequence[str], settings: Ana
         return analyze_video(path, face_detector, loaded, settings, ensemble=ensemble, **options)
 
     with analysis_queue().turn(on_wait):
-        # Pages first: the server's event loop and other sessions' scripts keep priority 0.
-        lower_priority(int(os.environ.get(NICE_ENV) or 10))
         return app_state.analyze_upload(upload, analyze, settings, [c.name for c in loaded],
                                         progress, ensemble=ensemble_mode)

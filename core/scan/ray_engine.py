@@ -18,8 +18,9 @@ from .jobs import Outcome, ScanJob
 from .scanner import ScannerConfig, VideoScanner
 
 # Peak resident memory of one worker with the default models, measured by
-# benchmarks/bench_scan.py (about 1.1 GiB with the six shipped models): sizing leaves headroom.
-WORKER_MEMORY_BYTES = 1_500 * 2**20
+# benchmarks/bench_scan.py: 1.36-1.43 GiB on generated 640x360 clips, up to 1.69 GiB on FF++
+# clips (480p-1080p); docs/scaling.md. Sizing leaves headroom above that.
+WORKER_MEMORY_BYTES = 2 * 2**30
 DEFAULT_ATTEMPTS = 3
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,8 +108,10 @@ class RayEngine:
                 ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
             else:
                 # "local": always a new instance, never a cluster that happens to run here.
+                # Loopback: a machine-local Ray has no reason to listen on the network.
                 ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                         log_to_driver=False, runtime_env=runtime_env)
+                         log_to_driver=False, runtime_env=runtime_env,
+                         _node_ip_address="127.0.0.1")
         except (ConnectionError, RuntimeError, ValueError) as error:
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             raise ScanEngineError(f"could not start or join {where}: {error}") from None
