@@ -314,3 +314,48 @@ def test_a_teacher_that_does_not_match_its_card_is_refused(faces_dir, teacher_pa
                      "--teacher", str(forged / "teacher.keras")])
     assert code == 2
     assert "does not match its card" in capsys.readouterr().err
+
+
+def test_the_teacher_also_gives_its_unit_length_features_with_a_feature_weight(faces_dir,
+                                                                               teacher_path):
+    from core.backbones import HEAD_LAYER
+    from core.training.distill import FEATURE_OUTPUT, load_teacher
+
+    teacher = load_teacher(teacher_path, weight=0.25, feature_weight=0.5)
+    faces = load_faces(read_index(faces_dir), 96)
+    _, y, x_teacher = make_batch(faces, list(range(8)), 48, np.random.default_rng(3),
+                                 sbi_fraction=0.0, augmentation=None, teacher_size=64)
+    targets = teacher.targets(y, x_teacher)
+    assert set(targets) == {HEAD_LAYER, FEATURE_OUTPUT}
+    np.testing.assert_allclose(targets[HEAD_LAYER], 0.25 * 0.8 + 0.75 * y, atol=1e-5)
+    features = targets[FEATURE_OUTPUT]
+    assert features.shape == (8, teacher.feature_size) and teacher.feature_size == 256
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(features[0], features[1])       # each face its own features
+
+
+def test_feature_distillation_trains_resumes_and_exports_a_plain_classifier(faces_dir,
+                                                                            teacher_path,
+                                                                            tmp_path):
+    from core.training.distill import FEATURE_OUTPUT
+
+    out, run = tmp_path / "student.keras", tmp_path / "run"
+    args = ["train", *TINY, "--faces", str(faces_dir), "--out", str(out), "--run-dir", str(run),
+            "--teacher", str(teacher_path), "--distill-weight", "0.5", "--feature-weight", "1"]
+    assert cli.main([*args, "--epochs", "1"]) == 0
+    assert cli.main(["train", "--resume", "--run-dir", str(run), "--epochs", "2"]) == 0
+    state = json.loads((run / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    assert all(h[f"{FEATURE_OUTPUT}_loss"] > 0 for h in state["history"])
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["distillation"]["feature_weight"] == 1.0
+    classifier = load_classifier(out)
+    assert FEATURE_OUTPUT not in {layer.name for layer in classifier.model.layers}
+    assert classifier.predict(np.zeros((2, 64, 64, 3))).shape == (2,)
+
+
+def test_a_feature_weight_needs_a_teacher(faces_dir, tmp_path, capsys):
+    code = cli.main(["train", *TINY, "--faces", str(faces_dir), "--out", str(tmp_path / "s.keras"),
+                     "--run-dir", str(tmp_path / "run"), "--feature-weight", "1"])
+    assert code == 2
+    assert "needs a teacher" in capsys.readouterr().err

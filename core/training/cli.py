@@ -57,7 +57,7 @@ def cmd_train(args) -> int:
             mixed_bf16=args.mixed_bf16, max_minutes=args.max_minutes,
             val_fraction=args.val_fraction, seed=args.seed, workers=args.workers or 2,
             teacher=str(args.teacher) if args.teacher else None,
-            distill_weight=args.distill_weight)
+            distill_weight=args.distill_weight, feature_weight=args.feature_weight)
     train(config, resume=args.resume, progress=not args.no_progress)
     return 0
 
@@ -117,6 +117,9 @@ def register(commands) -> None:
                             "each augmented training face is mixed into the target")
     train.add_argument("--distill-weight", type=float, default=0.5,
                        help="the teacher's share of the target (default 0.5)")
+    train.add_argument("--feature-weight", type=float, default=0.0,
+                       help="also pull the student's pooled features towards the teacher's "
+                            "(unit-length squared distance times this; default 0: off)")
     train.add_argument("--max-minutes", type=float, default=None,
                        help="stop cleanly after this much wall time, keeping the best epoch")
     train.add_argument("--val-fraction", type=float, default=0.2,

@@ -28,7 +28,7 @@ import numpy as np
 from .. import atomic
 from ..calibration import LOG_LOSS_CLIP
 from .augment import AUGMENT_PRESETS, AugmentSettings, augment
-from .distill import load_teacher
+from .distill import FEATURE_OUTPUT, classifier_of, load_teacher, with_feature_output
 from .extract import read_index
 from .sbi import self_blend
 
@@ -63,6 +63,7 @@ class TrainConfig:
     workers: int = 2                    # batch-building threads
     teacher: str | None = None          # a zoo model (.keras beside its card) to distil from
     distill_weight: float = 0.5         # share of the teacher's P(fake) in the target
+    feature_weight: float = 0.0         # > 0: also learn the teacher's pooled features
 
     def __post_init__(self):
         if self.augment is True:            # older run folders stored a flag
@@ -90,6 +91,8 @@ class TrainConfig:
             raise ValueError("val fraction must be in (0, 1)")
         if not 0.0 < self.distill_weight <= 1.0:
             raise ValueError("distill weight must be in (0, 1]")
+        if self.feature_weight < 0 or (self.feature_weight and not self.teacher):
+            raise ValueError("feature weight must be at least 0, and needs a teacher")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -259,7 +262,11 @@ def _py_dataset_class():
                 return x, target
             # Weighted by the face's own label: the teacher softens targets, not class balance.
             weights = np.where(y > 0.5, self.class_weight[1], self.class_weight[0])
-            return x, target, weights.astype(np.float32)
+            weights = weights.astype(np.float32)
+            if isinstance(target, dict):      # the teacher's features are matched unweighted
+                weights = {name: (weights if name != FEATURE_OUTPUT else np.ones_like(weights))
+                           for name in target}
+            return x, target, weights
 
         def on_epoch_end(self):
             self.epoch += 1
@@ -330,6 +337,29 @@ def _build(config: TrainConfig, weights: str | None):
                             input_size=config.input_size, dropout=config.dropout)
 
 
+def _compiled_model(config: TrainConfig, teacher, steps: int):
+    """The model to fit: the classifier, or with a feature weight the classifier with the
+    teacher-features output (its loss scaled by the feature size, since the mean squared error
+    of unit vectors is their squared distance divided by it)."""
+    import keras
+
+    from ..backbones import HEAD_LAYER
+
+    classifier = _build(config, config.weights)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(config, steps))
+    metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+    if teacher is None or not teacher.feature_weight:
+        classifier.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=metrics)
+        return classifier
+    model = with_feature_output(classifier, teacher.feature_size)
+    model.compile(optimizer=optimizer,
+                  loss={HEAD_LAYER: "binary_crossentropy", FEATURE_OUTPUT: "mean_squared_error"},
+                  loss_weights={HEAD_LAYER: 1.0,
+                                FEATURE_OUTPUT: teacher.feature_weight * teacher.feature_size},
+                  metrics={HEAD_LAYER: metrics})
+    return model
+
+
 def learning_rate(config: TrainConfig, steps_per_epoch: int):
     """A float for a constant rate; for cosine, a schedule over all planned steps, so the rate
     is small by the last epochs and the best-epoch choice is not a coin toss between jumps."""
@@ -375,7 +405,8 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
         def on_epoch_end(self, epoch, logs=None):
             if self.bar is not None:
                 self.bar.close()
-            metrics = validation_metrics(predict_faces(self.model, val_inputs), val)
+            classifier = classifier_of(self.model)
+            metrics = validation_metrics(predict_faces(classifier, val_inputs), val)
             logs = logs if logs is not None else {}
             logs.update({f"val_{k}": v for k, v in metrics.items()})
             entry = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
@@ -384,7 +415,7 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
             if is_better(metrics, state["best"]):
                 state["best"], state["best_epoch"], state["wait"] = metrics, epoch + 1, 0
                 with atomic.atomic_path(run_dir / "best.weights.h5", suffix=".weights.h5") as tmp:
-                    self.model.save_weights(tmp, overwrite=True)
+                    classifier.save_weights(tmp, overwrite=True)
             else:
                 state["wait"] += 1
             state["epoch"] = epoch + 1
@@ -438,6 +469,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
     import keras
 
     _set_policy(config.mixed_bf16)
+    teacher = (load_teacher(config.teacher, config.distill_weight, config.feature_weight)
+               if config.teacher else None)
+    if teacher is not None:
+        print(f"distilling from {teacher.name} ({teacher.input_size} px), weight "
+              f"{teacher.weight:g}" + (f", its {teacher.feature_size} pooled features with "
+                                       f"weight {teacher.feature_weight:g}"
+                                       if teacher.feature_weight else ""), flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         state = json.loads(state_path.read_text())
@@ -449,13 +487,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
               f"{state['best_epoch']}; optimizer at step {int(model.optimizer.iterations)})",
               flush=True)
     else:
-        model = _build(config, config.weights)
-        model.compile(optimizer=keras.optimizers.Adam(
-                          learning_rate=learning_rate(config, steps_per_epoch(len(train_set),
-                                                                              config.batch))),
-                      loss="binary_crossentropy",
-                      metrics=[keras.metrics.BinaryAccuracy(name="accuracy"),
-                               keras.metrics.AUC(name="auc")])
+        model = _compiled_model(config, teacher, steps_per_epoch(len(train_set), config.batch))
         initial_epoch = 0
         state = {"config": config.to_dict(), "epoch": 0, "best": None, "best_epoch": 0, "wait": 0,
                  "history": [], "seconds": 0.0, "seconds_before": 0.0, "stopped": None}
@@ -463,10 +495,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
     class_weight = (effective_class_weights(train_set.labels, config.sbi_fraction)
                     if config.class_weights == "balanced" else None)
     augmentation = AUGMENT_PRESETS[config.augment] if config.augment else None
-    teacher = load_teacher(config.teacher, config.distill_weight) if config.teacher else None
-    if teacher is not None:
-        print(f"distilling from {teacher.name} ({teacher.input_size} px), weight "
-              f"{teacher.weight:g}", flush=True)
     batches = _py_dataset_class()(
         train_set, input_size, config.batch, sbi_fraction=config.sbi_fraction,
         augmentation=augmentation, class_weight=class_weight, seed=config.seed,
