@@ -54,8 +54,8 @@ def scan_to_folder(jobs: Sequence[ScanJob], start_engine: Callable[[], object], 
     try:
         if todo:
             engine = start_engine()
-            progress.write(engine.describe() + (f"; {len(outcomes)} reports already done, kept"
-                                                if outcomes else ""), error=True)
+            if engine.name != "local":    # the default says nothing; a cluster says what it got
+                progress.write(engine.describe(), error=True)
             try:
                 engine.run(todo, arrived)
             finally:
