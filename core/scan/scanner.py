@@ -40,7 +40,8 @@ class VideoScanner:
 
         self.config = config
         if config.threads is not None and not limit_threads(config.threads, inter=1):
-            raise RuntimeError("TensorFlow already runs in this process; its threads are set")
+            raise ValueError("--threads: TensorFlow already runs in this process with its own "
+                             "thread count; set it before anything else runs")
         self.detector, self.classifiers, self.ensemble = config.load()
 
     @property
