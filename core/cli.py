@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -368,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Cards record exactly how a model was made.
+    args.command_line = "python -m core " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)
     except (DetectorError, ValueError) as error:

@@ -296,6 +296,8 @@ def test_train_with_a_teacher_records_the_distillation(faces_dir, teacher_path, 
     card = json.loads(out.with_suffix(".json").read_text())
     distillation = card["training"]["distillation"]
     assert distillation["teacher"] == "teacher" and distillation["weight"] == 0.7
+    assert card["training"]["command"].startswith("python -m core train --backbone vgg16")
+    assert "--distill-weight 0.7" in card["training"]["command"]
     assert distillation["teacher_sha256"] == json.loads(
         teacher_path.with_suffix(".json").read_text())["sha256"]
     assert load_classifier(out).predict(np.zeros((1, 64, 64, 3))).shape == (1,)

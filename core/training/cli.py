@@ -57,7 +57,8 @@ def cmd_train(args) -> int:
             mixed_bf16=args.mixed_bf16, max_minutes=args.max_minutes,
             val_fraction=args.val_fraction, seed=args.seed, workers=args.workers or 2,
             teacher=str(args.teacher) if args.teacher else None,
-            distill_weight=args.distill_weight, feature_weight=args.feature_weight)
+            distill_weight=args.distill_weight, feature_weight=args.feature_weight,
+            command=getattr(args, "command_line", None))
     train(config, resume=args.resume, progress=not args.no_progress)
     return 0
 

@@ -64,6 +64,7 @@ class TrainConfig:
     teacher: str | None = None          # a zoo model (.keras beside its card) to distil from
     distill_weight: float = 0.5         # share of the teacher's P(fake) in the target
     feature_weight: float = 0.0         # > 0: also learn the teacher's pooled features
+    command: str | None = None          # the command line that started the run, for the card
 
     def __post_init__(self):
         if self.augment is True:            # older run folders stored a flag
@@ -541,6 +542,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
     wall = state["seconds_before"] + time.monotonic() - started
     training = {
+        **({"command": config.command} if config.command else {}),
         "backbone": config.backbone,
         "depth": config.depth,
         "input_size": config.input_size,
