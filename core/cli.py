@@ -48,18 +48,6 @@ def _settings(args):
                             detect_long_side=args.detect_long_side)
 
 
-def _load(args):
-    """(settings, detector, classifiers, fitted ensemble or None)."""
-    from .pipeline import make_detector
-    from .zoo import DEFAULT_MODELS_DIR, fitted_ensemble, load_models
-
-    settings = _settings(args)
-    models_dir = args.models_dir or DEFAULT_MODELS_DIR
-    classifiers = load_models(args.models, models_dir)
-    ensemble = fitted_ensemble(models_dir) if args.ensemble == "fitted" else None
-    return settings, make_detector(settings), classifiers, ensemble
-
-
 def find_videos(paths: list[Path]) -> list[Path]:
     videos: list[Path] = []
     for path in paths:
@@ -101,13 +89,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _scanner_config(args, annotate_dir: Path | None = None):
+def _scanner_config(args, annotate_dir: Path | None = None, threads: int | None = None):
     from .scan.scanner import ScannerConfig
 
     return ScannerConfig(models=args.models, ensemble=args.ensemble, settings=_settings(args),
                          models_dir=str(args.models_dir) if args.models_dir else None,
                          annotate_dir=str(annotate_dir) if annotate_dir else None,
-                         threads=args.threads)
+                         threads=threads)
 
 
 def _engine_starter(args, config):
@@ -145,7 +133,8 @@ def cmd_analyze(args) -> int:
 
     out_dir: Path = args.out
     jobs = plan(find_videos(args.paths))
-    config = _scanner_config(args, annotate_dir=out_dir if args.annotate else None)
+    config = _scanner_config(args, annotate_dir=out_dir if args.annotate else None,
+                             threads=args.threads)
     start_engine = _engine_starter(args, config)
     try:
         with _terminate_as_interrupt() as rearm:
@@ -177,7 +166,7 @@ def cmd_evaluate(args) -> int:
     from .zoo import DEFAULT_MODELS_DIR, fitted_ensemble
 
     videos = load_labels(args.labels, split=args.split)
-    config = _scanner_config(args)
+    config = _scanner_config(args, threads=args.threads)
     started = time.perf_counter()
     engine = _engine_starter(args, config)()
     try:
@@ -215,7 +204,9 @@ def cmd_models_fit_ensemble(args) -> int:
     from .zoo import DEFAULT_MODELS_DIR
 
     videos = load_labels(args.labels, split=args.split)
-    settings, detector, classifiers, _ = _load(args)
+    config = _scanner_config(args)
+    settings = config.settings
+    detector, classifiers, _ = config.load()
     names = [c.name for c in classifiers]
     fitted: list[VideoFaces] = []
     for video in tqdm(videos, desc="analyse", unit="video"):

@@ -13,8 +13,8 @@ class LocalEngine:
     def __init__(self, config: ScannerConfig):
         self.scanner = VideoScanner(config)
 
-    def describe(self) -> str:
-        return "local engine: this process, one video after another"
+    def describe(self) -> None:
+        return None     # the default engine adds no line (bad input keeps its one-line error)
 
     @property
     def model_names(self) -> list[str]:

@@ -1,6 +1,8 @@
 """The scan's progress bar: videos done (and skipped as already done), failed, rate and ETA."""
 from __future__ import annotations
 
+import sys
+
 from tqdm import tqdm
 
 from .jobs import Outcome
@@ -24,8 +26,6 @@ class ScanProgress:
         self.bar.update(1)
 
     def write(self, line: str, error: bool = False) -> None:
-        import sys
-
         tqdm.write(line, file=sys.stderr if error else sys.stdout)
 
     def close(self) -> None:

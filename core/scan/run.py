@@ -15,8 +15,6 @@ ENGINES = ("local", "ray")
 def make_engine(name: str, config: ScannerConfig, *, address: str | None = None,
                 workers: int | None = None, max_attempts: int | None = None):
     if name == "local":
-        if address or workers:
-            raise ValueError("--address and --workers are for --engine ray")
         from .local import LocalEngine
 
         return LocalEngine(config)
@@ -54,8 +52,9 @@ def scan_to_folder(jobs: Sequence[ScanJob], start_engine: Callable[[], object], 
     try:
         if todo:
             engine = start_engine()
-            if engine.name != "local":    # the default says nothing; a cluster says what it got
-                progress.write(engine.describe(), error=True)
+            description = engine.describe()
+            if description:
+                progress.write(description, error=True)
             try:
                 engine.run(todo, arrived)
             finally:
