@@ -3,7 +3,9 @@ each classifier are loaded once and shared by every browser session and the webc
 core's Classifier serialises predict with a lock; FaceDetector is thread-safe)."""
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +33,37 @@ def _leave_a_core_for_serving() -> None:
     limit_threads(threads)   # False when this process already ran TensorFlow: keep what it has
 
 
+def _keep_keras_state_between_runs() -> None:
+    """Streamlit ends every script run by clearing the Keras session, for apps that build models
+    in their script. This app builds none: its models are cached resources that every session
+    shares, and the clearing, run whenever any session's script ends, emptied TensorFlow's kernel
+    cache under a running analysis (its next batch took 0.31 s a model instead of 0.07 s) and held
+    the GIL for a full garbage collection, stalling every other session's page. Streamlit's other
+    clean-up (matplotlib's figures) is kept."""
+    from streamlit.runtime.scriptrunner import script_runner
+
+    if not hasattr(script_runner, "_clean_problem_modules"):
+        return      # a Streamlit that no longer does it
+
+    def clean_problem_modules_but_keras() -> None:
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
+
+    script_runner._clean_problem_modules = clean_problem_modules_but_keras
+
+
+def _freeze_what_is_loaded() -> None:
+    """Streamlit runs a full garbage collection after every script run. With TensorFlow and the
+    models in memory that scanned ~580,000 objects for 0.3 s with the GIL held, and every page
+    being sent meanwhile stopped. What is alive after a load stays alive for the server's life,
+    so it is moved out of the collector's sight."""
+    gc.collect()
+    gc.freeze()
+
+
 _leave_a_core_for_serving()
+_keep_keras_state_between_runs()
+_freeze_what_is_loaded()
 
 
 def models_dir() -> Path:
@@ -86,9 +118,11 @@ def ensemble_for(mode: str) -> EnsembleCard | None:
 
 @st.cache_resource(show_spinner="Loading the face detector...", max_entries=4)
 def _detector(min_confidence: float, detect_long_side: int, min_face_size: int) -> FaceDetector:
-    return make_detector(AnalysisSettings(min_confidence=min_confidence,
-                                          detect_long_side=detect_long_side,
-                                          min_face_size=min_face_size))
+    loaded = make_detector(AnalysisSettings(min_confidence=min_confidence,
+                                            detect_long_side=detect_long_side,
+                                            min_face_size=min_face_size))
+    _freeze_what_is_loaded()
+    return loaded
 
 
 def detector(settings: AnalysisSettings) -> FaceDetector:
@@ -98,7 +132,9 @@ def detector(settings: AnalysisSettings) -> FaceDetector:
 # Keyed by the card's sha256 too, so a model re-imported under the same name is loaded afresh.
 @st.cache_resource(show_spinner="Loading a model...", max_entries=16)
 def _classifier(card_path: str, sha256: str) -> Classifier:
-    return load_classifier(card_path)
+    loaded = load_classifier(card_path)
+    _freeze_what_is_loaded()
+    return loaded
 
 
 def classifiers(names: Sequence[str]) -> list[Classifier]:

@@ -105,9 +105,16 @@ async def analyse(page, clip: Path) -> dict:
 
 
 def niced_chromium(folder: Path, nice: int) -> str:
-    """A launcher for Chromium at a lower scheduling priority."""
+    """A launcher for Chromium at a lower scheduling priority. Playwright starts the browser in
+    a session of its own, and with the kernel's autogroups a session gets a fair share of the
+    CPU whatever its processes' nice values: so the launcher sets its session's autogroup nice.
+    Inside it, run as root, Chromium would set its renderers back to nice 0 (some threads to -8):
+    without CAP_SYS_NICE it cannot, so the launcher drops that capability."""
     launcher = folder / "chromium-niced"
-    launcher.write_text(f'#!/bin/sh\nexec nice -n {nice} {CHROMIUM} "$@"\n')
+    drop = "setpriv --bounding-set -sys_nice --inh-caps -sys_nice " if os.geteuid() == 0 else ""
+    launcher.write_text("#!/bin/sh\n"
+                        f"echo {nice} > /proc/self/autogroup 2>/dev/null\n"
+                        f'exec nice -n {nice} {drop}{CHROMIUM} "$@"\n')
     launcher.chmod(0o755)
     return str(launcher)
 

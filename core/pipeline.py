@@ -43,16 +43,26 @@ def make_detector(settings: AnalysisSettings) -> FaceDetector:
 
 
 class _Progress:
-    def __init__(self, callback: ProgressCallback | None, annotate: bool):
+    """Each stage's fraction placed on the whole bar, passed on in steps of at least `step`: the
+    annotate stage reports every frame of the clip, and in the app each report is a message to
+    the browser to redraw."""
+
+    def __init__(self, callback: ProgressCallback | None, annotate: bool, step: float = 0.01):
         self._callback = callback
         self._scale = 1.0 if annotate else _STAGE_SPAN["annotate"][0]
+        self._step = step
+        self._last: tuple[str, float] | None = None
 
     def __call__(self, stage: str, fraction: float) -> None:
         if self._callback is None:
             return
         start, end = _STAGE_SPAN[stage]
-        overall = (start + (end - start) * min(max(fraction, 0.0), 1.0)) / self._scale
-        self._callback(stage, min(overall, 1.0))
+        overall = min((start + (end - start) * min(max(fraction, 0.0), 1.0)) / self._scale, 1.0)
+        if self._last is not None and self._last[0] == stage and overall < 1.0 \
+                and overall - self._last[1] < self._step:
+            return
+        self._last = (stage, overall)
+        self._callback(stage, overall)
 
 
 def _decode_ahead(path: Path, count: int, info, frames_out: queue.Queue, stop: threading.Event,

@@ -2,6 +2,7 @@
 models of all five backbones; plus the app's plain-Python state and view helpers on real results."""
 from __future__ import annotations
 
+import gc
 import io
 import json
 import shutil
@@ -15,6 +16,7 @@ from streamlit import config as st_config
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
+import app_cache
 import app_state
 import app_views
 from app_cache import MODELS_DIR_ENV
@@ -613,3 +615,25 @@ def test_a_failed_analysis_frees_its_place():
     queue.leave(ticket)
     with pytest.raises(ValueError):
         app_state.AnalysisQueue(slots=0)
+
+
+def test_another_sessions_script_run_keeps_the_shared_models_keras_state(analysed):
+    """Streamlit clears the Keras session after every script run, for apps that build models in
+    the script; this app's models are cached for every session, so app_cache stops that: a
+    session's run must not take TensorFlow's kernels and Keras' state from under the others."""
+    from keras.src.backend.common import global_state
+
+    global_state.set_global_attribute("deepfake_detector_probe", "kept")
+    new_app()
+    assert global_state.get_global_attribute("deepfake_detector_probe") == "kept"
+
+
+def test_loaded_models_and_detector_are_out_of_the_garbage_collectors_scans(analysed):
+    """Streamlit runs a full collection after every script run, holding the GIL; what the app
+    loaded for the whole server's life is frozen out of it."""
+    loaded = app_cache.classifiers(current(analysed).result.models)
+    face_detector = app_cache.detector(current(analysed).result.settings)
+    scanned = {id(item) for item in gc.get_objects()}
+    assert loaded and face_detector is not None
+    for item in [*loaded, *(classifier.model for classifier in loaded), face_detector]:
+        assert id(item) not in scanned, item

@@ -144,6 +144,11 @@ def test_progress_reports_named_stages_up_to_done(tmp_path, detector, face_clip,
     fractions = [f for _, f in seen]
     assert fractions == sorted(fractions)
     assert fractions[-1] == pytest.approx(1.0, abs=0.05)
+    # Whole-percent steps, not one message per frame: the annotate stage spans 15 % of the bar
+    # and walks all 48 frames of the clip.
+    annotate = [f for s, f in seen if s == "annotate"]
+    assert len(annotate) <= 16
+    assert min(np.diff(annotate)) >= 0.01 - 1e-9
 
 
 @pytest.mark.parametrize("maker, error", [
