@@ -55,8 +55,10 @@ def _keep_keras_state_between_runs() -> None:
 def _freeze_what_is_loaded() -> None:
     """Streamlit runs a full garbage collection after every script run. With TensorFlow and the
     models in memory that scanned ~580,000 objects for 0.3 s with the GIL held, and every page
-    being sent meanwhile stopped. What is alive after a load stays alive for the server's life,
-    so it is moved out of the collector's sight."""
+    being sent meanwhile stopped. What is alive after a load is the server's for good, so it is
+    moved out of the collector's sight. Loads are rare and take seconds: each first thaws and
+    collects everything, so a model the cache dropped is not kept frozen forever."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
 

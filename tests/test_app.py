@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import av
@@ -637,3 +638,13 @@ def test_loaded_models_and_detector_are_out_of_the_garbage_collectors_scans(anal
     assert loaded and face_detector is not None
     for item in [*loaded, *(classifier.model for classifier in loaded), face_detector]:
         assert id(item) not in scanned, item
+
+
+def test_a_model_the_cache_dropped_is_collected_at_the_next_load(analysed):
+    """Frozen objects are never collected; each load thaws and collects first, so a model that
+    left the cache (re-imported, evicted) does not stay in memory for the server's life."""
+    name = current(analysed).result.models[0]
+    dropped = weakref.ref(app_cache.classifiers([name])[0].model)
+    app_cache._classifier.clear()
+    app_cache.classifiers([name])
+    assert dropped() is None
