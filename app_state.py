@@ -205,14 +205,15 @@ class AnalysisQueue:
     @contextmanager
     def turn(self, on_wait: Callable[[int], None] | None = None,
              poll_seconds: float = 0.5) -> Iterator[None]:
-        """Hold a slot for the body; until one is free, call on_wait(place in line) every
-        poll_seconds. Leaving the line (an exception, a closed browser tab stopping the script)
-        frees the place for the next person."""
+        """Hold a slot for the body; until one is free, call on_wait(place in line) at once and
+        then every poll_seconds. Leaving the line (an exception, a closed browser tab stopping the
+        script) frees the place for the next person."""
         ticket = self.join()
         try:
-            while not self.wait(ticket, poll_seconds):
+            while (place := self.position(ticket)) > 0:
                 if on_wait is not None:
-                    on_wait(self.position(ticket))
+                    on_wait(place)
+                self.wait(ticket, poll_seconds)
             yield
         finally:
             self.leave(ticket)

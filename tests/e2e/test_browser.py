@@ -16,6 +16,7 @@ MODELS = ("tiny_efficientnetb7", "tiny_inceptionresnetv2", "tiny_inceptionv3", "
           "tiny_vgg16")
 CLIP_SIZE = (320, 240)
 VERDICT_TITLE = f"Verdict (mean of {len(MODELS)} models)"
+ANALYSIS_STAGES = re.compile(r"Finding faces|Scoring the faces|Writing the annotated video")
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,9 @@ def clips(tmp_path_factory):
     return {
         "one_face": make_face_clip(folder / "one_face.mp4", frames=24, size=CLIP_SIZE,
                                    face_size=120),
-        "two_faces": make_face_clip(folder / "two_faces.mp4", frames=24, size=(640, 360),
+        # A minute long: its annotated video takes long enough to write that another upload
+        # made meanwhile has to wait in line.
+        "two_faces": make_face_clip(folder / "two_faces.mp4", frames=1440, size=(640, 360),
                                     faces=2, face_size=140),
         "truncated": make_truncated_mp4(folder / "truncated.mp4"),
     }
@@ -130,7 +133,8 @@ def test_two_sessions_analysing_at_once_each_get_their_own_result(new_page, clip
     # Both uploads are in flight before either result is read; the server runs one analysis at
     # a time, so the second waits in line and is told so.
     upload(first, clips["two_faces"])
-    first.get_by_test_id("stProgress").wait_for()
+    # Its turn has come (the models are loaded, it holds the one slot) once a stage is named.
+    first.get_by_test_id("stProgress").filter(has_text=ANALYSIS_STAGES).wait_for()
     upload(second, clips["one_face"])
     second.get_by_text(re.compile(r"number 1 in line")).wait_for()
     first_card, second_card = verdict_card(first), verdict_card(second)
