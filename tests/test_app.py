@@ -7,6 +7,8 @@ import io
 import json
 import shutil
 import tempfile
+import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -570,9 +572,6 @@ def test_hostile_uploads_get_one_line_messages_and_the_app_stays_usable(clips, t
 
 
 def test_analysis_queue_serves_in_order_and_tells_each_their_place():
-    import threading
-    import time
-
     queue = app_state.AnalysisQueue(slots=1)
     order, places = [], {}
     first_inside = threading.Event()
@@ -604,6 +603,24 @@ def test_analysis_queue_serves_in_order_and_tells_each_their_place():
     assert order == ["first", "second", "third"]
     assert places["second"][0] == 1 and places["third"][0] == 2
     assert queue.waiting == 0
+
+
+def test_a_person_who_must_wait_is_told_their_place_at_once():
+    queue = app_state.AnalysisQueue(slots=1)
+    told = threading.Event()
+    places = []
+
+    def wait_in_line():
+        # A poll far longer than the test: the place must come before the first poll ends.
+        with queue.turn(lambda place: (places.append(place), told.set()), poll_seconds=600):
+            pass
+
+    with queue.turn():
+        waiting = threading.Thread(target=wait_in_line)
+        waiting.start()
+        assert told.wait(30)
+    waiting.join(30)
+    assert places[0] == 1 and not waiting.is_alive()
 
 
 def test_a_failed_analysis_frees_its_place():
