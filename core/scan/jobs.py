@@ -88,14 +88,15 @@ def summary_row(outcome: Outcome) -> dict:
     report = outcome.report
     verdict = report["verdict"]
     return {"path": outcome.job.path, "verdict": verdict["label"],
-            "probability": _probability(verdict["probability"]),
+            "probability": probability_text(verdict["probability"]),
             "persons": len(report["persons"]), "faces": len(report["faces"]),
             "seconds": f"{report['timings']['total']:.2f}", "error": "",
-            **{f"p_{name}": _probability(v["probability"])
+            **{f"p_{name}": probability_text(v["probability"])
                for name, v in report["verdicts"].items()}}
 
 
-def _probability(value) -> str:
+def probability_text(value) -> str:
+    """A report's P(fake) as summaries and progress lines print it."""
     return "" if value is None else f"{value:.4f}"
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .jobs import SUMMARY, Outcome, ScanJob, completed, write_report, write_summary
+from .jobs import (SUMMARY, Outcome, ScanJob, completed, probability_text, write_report,
+                   write_summary)
 from .progress import ScanProgress
 from .scanner import ScannerConfig
 
@@ -92,6 +93,6 @@ def _echo(progress: ScanProgress, outcome: Outcome) -> None:
     for warning in report.get("warnings", []):
         progress.write(f"warning: {path}: {warning}", error=True)
     verdict = report["verdict"]
-    probability = "" if verdict["probability"] is None else f"{verdict['probability']:.4f}"
-    progress.write(f"{path}: {verdict['label']} {probability} ({len(report['persons'])} persons, "
+    progress.write(f"{path}: {verdict['label']} {probability_text(verdict['probability'])} "
+                   f"({len(report['persons'])} persons, "
                    f"{len(report['faces'])} faces, {report['timings']['total']:.1f} s)")
