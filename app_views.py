@@ -187,6 +187,46 @@ def card_rows(cards: Iterable[ModelCard]) -> list[dict]:
     return rows
 
 
+def dataset_rows(cards: Iterable[ModelCard], ensemble_card=None) -> list[dict]:
+    """Per model (and the fitted ensemble) and validation dataset, what `models record-eval`
+    measured: a pooled AUC hides a source the models fail on."""
+    from core.zoo import DATASETS_KEY
+
+    sources = [(card.name, card.metrics or {}) for card in cards]
+    if ensemble_card is not None:
+        sources.append(("ensemble (default)", ensemble_card.metrics or {}))
+    rows = []
+    for name, metrics in sources:
+        for dataset, m in (metrics.get(DATASETS_KEY) or {}).items():
+            rows.append({"model": name, "dataset": dataset, "clips": m.get("videos"),
+                         "AUC": None if m.get("auc") is None else round(m["auc"], 3),
+                         "log loss": None if m.get("log_loss") is None else round(m["log_loss"], 3),
+                         "real called FAKE": f"{m.get('real_called_fake')}/{m.get('real_videos')}",
+                         "fake called REAL": f"{m.get('fake_called_real')}/{m.get('fake_videos')}"})
+    return rows
+
+
+def evaluation_rows(report: dict) -> list[dict]:
+    """An evaluation report as table rows: per model, pooled then per dataset."""
+    from core.metrics import clean, count_text
+
+    def row(name: str, dataset: str, m: dict) -> dict:
+        interval = m.get("auc_ci95")
+        return clean({"model": name, "dataset": dataset, "clips": m["videos"],
+                      "AUC": m["auc"],
+                      "AUC 95% interval": (f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+                                           if interval else "n/a"),
+                      "log loss": m["log_loss"], "ECE": m["ece"],
+                      "real called FAKE": count_text(m, "real_called_fake"),
+                      "fake called REAL": count_text(m, "fake_called_real"),
+                      "decided": m["decided_share"], "accuracy when decided": m["decided_accuracy"]})
+
+    rows = [row(name, "all", m) for name, m in report["models"].items()]
+    for dataset, per_model in report.get("datasets", {}).items():
+        rows += [row(name, dataset, m) for name, m in per_model.items()]
+    return rows
+
+
 def queue_text(place: int) -> str:
     return (f"Waiting for the analyser: number {place} in line. Other uploads are being "
             "analysed; yours starts as soon as one finishes.")

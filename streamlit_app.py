@@ -10,6 +10,7 @@ import app_cache
 import app_state
 from core.ensemble import weights_text
 from core.settings import AnalysisSettings
+from core.views import VIEW_NAMES, VIEW_TEXT, parse_views
 from core.verdict import RULES
 
 st.set_page_config(page_title="Deepfake detector", page_icon=":material/face_retouching_off:",
@@ -69,6 +70,11 @@ with st.sidebar:
                         help="; ".join(f"{r}: {text}" for r, text in RULE_HELP.items()))
     band = st.slider("Uncertain band around 0.5", 0.0, 0.3, defaults.band, step=0.01,
                      key="sidebar_band", help="Scores within this distance of 0.5 are UNCERTAIN.")
+    views = st.multiselect("Also score each face as", list(VIEW_NAMES),
+                           default=list(parse_views(defaults.views)), key="sidebar_views",
+                           format_func=lambda v: VIEW_TEXT[v],
+                           help="A face's P(fake) is the mean over its views; when they lead to "
+                                "different verdicts, the verdict is UNCERTAIN and says why.")
     with st.expander("Face detector"):
         min_confidence = st.slider("Minimum face confidence", 0.50, 0.99, defaults.min_confidence,
                                    step=0.01, key="sidebar_min_confidence")
@@ -80,7 +86,7 @@ with st.sidebar:
 
 st.session_state[app_state.SETTINGS_KEY] = AnalysisSettings(
     frames=frames, rule=rule, band=band, min_confidence=min_confidence,
-    detect_long_side=detect_long_side, min_face_size=min_face_size)
+    detect_long_side=detect_long_side, min_face_size=min_face_size, views=",".join(views))
 st.session_state[app_state.MODELS_KEY] = list(selected)
 st.session_state[app_state.ENSEMBLE_KEY] = ensemble_mode
 

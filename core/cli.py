@@ -38,6 +38,13 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=float, default=defaults.margin, help="face crop margin")
     parser.add_argument("--detect-long-side", type=int, default=defaults.detect_long_side,
                         help="long side of the frame copy MTCNN runs on")
+    parser.add_argument("--views", default=defaults.views,
+                        help="other views of each face scored beside it, comma-separated "
+                             f"(flip, jpeg; 'none' for the crop alone; default {defaults.views}): "
+                             "P(fake) is their mean, and a verdict they disagree on is UNCERTAIN")
+    parser.add_argument("--small-face-px", type=int, default=defaults.small_face_px,
+                        help="a clip whose faces are mostly narrower than this (video pixels) "
+                             "is UNCERTAIN (0: off)")
 
 
 def _settings(args):
@@ -45,7 +52,8 @@ def _settings(args):
 
     return AnalysisSettings(frames=args.frames, rule=args.rule, band=args.band,
                             min_confidence=args.min_confidence, margin=args.margin,
-                            detect_long_side=args.detect_long_side)
+                            detect_long_side=args.detect_long_side, views=args.views,
+                            small_face_px=args.small_face_px)
 
 
 def find_videos(paths: list[Path]) -> list[Path]:
@@ -175,10 +183,11 @@ def cmd_evaluate(args) -> int:
     finally:
         engine.close()
     results = iter(outcomes)
-    report = evaluate(videos, lambda path: ScannedResult.of(next(results)), names)
-    report["seconds"] = time.perf_counter() - started      # the scan, not the look-ups
     settings = config.settings
-    print(format_report(report, band=settings.band))
+    report = evaluate(videos, lambda path: ScannedResult.of(next(results)), names,
+                      band=settings.band)
+    report["seconds"] = time.perf_counter() - started      # the scan, not the look-ups
+    print(format_report(report))
     ensemble = (fitted_ensemble(args.models_dir or DEFAULT_MODELS_DIR)
                 if args.ensemble == "fitted" else None)
     mix = choose_ensemble(names, ensemble)
@@ -188,6 +197,33 @@ def cmd_evaluate(args) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(schema_only(report), indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_robustness(args) -> int:
+    """Every clip of a labelled set through each everyday transform, the verdicts compared."""
+    from tqdm import tqdm
+
+    from .evaluate import load_labels
+    from .metrics import clean
+    from .robustness.bench import cache_root, format_results, run_benchmark
+    from .robustness.transforms import TRANSFORMS
+
+    videos = load_labels(args.labels, split=args.split)
+    transforms = ([t.strip() for t in args.transforms.split(",") if t.strip()]
+                  if args.transforms else list(TRANSFORMS))
+    config = _scanner_config(args, threads=args.threads)
+    start_engine = _engine_starter(args, config)
+    with tqdm(total=len(videos) * (len(transforms) + 1), desc="transforms", unit="clip") as bar:
+        results = run_benchmark(videos, transforms, config, start_engine,
+                                cache=args.cache / "robustness" if args.cache else cache_root(),
+                                on_clip=lambda done, total: bar.update(done - bar.n))
+    for model in args.show.split(",") if args.show else ["ensemble"]:
+        print(format_results(results, model.strip()))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(clean(results), indent=2))
         print(f"wrote {args.out}")
     return 0
 
@@ -204,24 +240,38 @@ def cmd_models_fit_ensemble(args) -> int:
     from .zoo import DEFAULT_MODELS_DIR
 
     videos = load_labels(args.labels, split=args.split)
+    transforms = [t.strip() for t in (args.transforms or "").split(",") if t.strip()]
     config = _scanner_config(args)
     settings = config.settings
     detector, classifiers, _ = config.load()
     names = [c.name for c in classifiers]
+    # Each clip, and each clip through each everyday transform (the robustness benchmark's,
+    # from its cache): a verdict that must hold under re-encoding is calibrated on re-encodes.
+    clips = [(video.path, video.label) for video in videos]
+    if transforms:
+        from .robustness.bench import cache_root, content_key, transformed_clip
+
+        for video in tqdm(videos, desc="transform", unit="video"):
+            key = content_key(video.path)
+            clips += [(transformed_clip(name, video.path, key, cache_root()), video.label)
+                      for name in transforms]
     fitted: list[VideoFaces] = []
-    for video in tqdm(videos, desc="analyse", unit="video"):
+    for path, label in tqdm(clips, desc="analyse", unit="clip"):
         try:
-            result = analyze_video(video.path, detector, classifiers, settings, keep_images=False)
+            result = analyze_video(path, detector, classifiers, settings, keep_images=False)
             faces = [(f.person_id, f.frame_index, {n: f.scores[n] for n in names})
                      for f in result.faces]
         except VideoError as error:
-            print(f"warning: {video.path}: {error}")
+            print(f"warning: {path}: {error}")
             faces = []
-        fitted.append(VideoFaces(video.label, faces))
+        fitted.append(VideoFaces(label, faces))
     card = fit_ensemble(
         fitted, names, rule=settings.rule, band=settings.band,
         member_sha256={c.name: c.card.sha256 for c in classifiers},
+        min_temperature=args.min_temperature,
         fitted_on={"labels": str(args.labels), "split": args.split, "videos": len(videos),
+                   "transforms": transforms, "clips": len(clips),
+                   "min_temperature": args.min_temperature,
                    "settings": settings.to_dict(),
                    "search": "simplex grid in quarters, max video AUC, then calibration"})
     out = (args.models_dir or DEFAULT_MODELS_DIR) / ENSEMBLE_CARD
@@ -308,13 +358,30 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write the annotated clip (H.264 MP4) per video")
     analyze.set_defaults(run=cmd_analyze)
 
-    evaluate = commands.add_parser("evaluate", help="video-level AUC, log loss, accuracy on a labelled set")
+    evaluate = commands.add_parser(
+        "evaluate", help="video-level AUC, log loss, ECE, real clips called FAKE and fakes "
+                         "called REAL on a labelled set, pooled and per dataset")
     evaluate.add_argument("labels", type=Path, help="CSV with path,label columns or a DFDC folder")
     evaluate.add_argument("--split", default=None, help="only rows whose split column matches")
     _add_analysis_options(evaluate)
     _add_engine_options(evaluate)
     evaluate.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    robustness = commands.add_parser(
+        "robustness", help="every clip re-encoded, scaled, relit and blurred: how verdicts hold")
+    robustness.add_argument("labels", type=Path, help="CSV with path,label columns or a DFDC folder")
+    robustness.add_argument("--split", default=None, help="only rows whose split column matches")
+    robustness.add_argument("--transforms", default=None,
+                            help="comma-separated transform names (default: all of them)")
+    robustness.add_argument("--cache", type=Path, default=None,
+                            help="cache folder (default $DEEPFAKE_CACHE or ~/.cache/deepfake-detector)")
+    robustness.add_argument("--show", default=None,
+                            help="comma-separated models to print a table for (default: ensemble)")
+    _add_analysis_options(robustness)
+    _add_engine_options(robustness)
+    robustness.add_argument("--out", type=Path, default=None, help="write the results JSON here")
+    robustness.set_defaults(run=cmd_robustness)
 
     models = commands.add_parser("models", help="list or import models")
     model_commands = models.add_subparsers(dest="models_command", required=True)
@@ -347,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("labels", type=Path, help="CSV with path,label columns or a DFDC folder")
     fit.add_argument("--split", default="val", help="rows whose split column matches (default val)")
     _add_analysis_options(fit)
+    fit.add_argument("--transforms", default=None,
+                     help="also fit on each clip through these robustness transforms, "
+                          "comma-separated (made and cached as `robustness` does)")
+    fit.add_argument("--min-temperature", type=float, default=1.0,
+                     help="the lowest ensemble temperature searched (default 1: the verdict is "
+                          "never surer than its members)")
     fit.set_defaults(run=cmd_models_fit_ensemble, models="all")
     table = model_commands.add_parser("table", help="the model zoo table (markdown) from the cards")
     table.add_argument("--models-dir", type=Path, default=None)

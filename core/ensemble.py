@@ -221,22 +221,24 @@ def bootstrap_auc_interval(labels, scores, *, resamples: int = 2000, seed: int =
     return float(low), float(high)
 
 
-def _fit_temperature(videos, members, weights, rule, labels, threshold) -> float:
+def _fit_temperature(videos, members, weights, rule, labels, threshold,
+                     min_temperature: float = TEMPERATURE_RANGE[0]) -> float:
     from scipy.optimize import minimize_scalar
 
     def loss(log_t: float) -> float:
         scores = video_scores(videos, members, weights, rule, threshold, math.exp(log_t))
         return video_log_loss(labels, scores)
 
-    found = minimize_scalar(loss, bounds=tuple(np.log(TEMPERATURE_RANGE)), method="bounded",
-                            options={"xatol": 1e-3})
+    bounds = (math.log(min_temperature), math.log(TEMPERATURE_RANGE[1]))
+    found = minimize_scalar(loss, bounds=bounds, method="bounded", options={"xatol": 1e-3})
     return float(math.exp(found.x))
 
 
 def fit_ensemble(videos: Sequence[VideoFaces], members: Sequence[str], *, rule: str = "confident",
                  band: float = 0.1, steps: int = GRID_STEPS,
                  member_sha256: Mapping[str, str] | None = None,
-                 fitted_on: Mapping | None = None) -> EnsembleCard:
+                 fitted_on: Mapping | None = None,
+                 min_temperature: float = TEMPERATURE_RANGE[0]) -> EnsembleCard:
     """Weights on the simplex grid maximising video AUC (ties: lower log loss, then fewer
     members), then the ensemble's threshold (balanced accuracy) and temperature (video log loss).
 
@@ -244,7 +246,11 @@ def fit_ensemble(videos: Sequence[VideoFaces], members: Sequence[str], *, rule: 
     bootstrap 95 % interval above 0.5. A member at chance would otherwise enter as a near
     constant that merely rescales the others' scores around the aggregation rule's cut-offs,
     a gain of a few videos that says nothing about new clips. The best member alone is always
-    a candidate, so on these videos the result is never worse than it by AUC."""
+    a candidate, so on these videos the result is never worse than it by AUC.
+
+    `min_temperature`: the ensemble's temperature is searched from here up. A temperature below 1
+    sharpens the members' scores: it makes the verdict surer than its members, which a few dozen
+    clips cannot justify."""
     members = list(members)
     labels = np.array([v.label for v in videos], dtype=int)
     if len(set(labels.tolist())) < 2:
@@ -269,10 +275,12 @@ def fit_ensemble(videos: Sequence[VideoFaces], members: Sequence[str], *, rule: 
     threshold = fit_threshold(raw, labels)
     # Calibration is monotonic per face but the rule aggregates after it, so it can reorder
     # videos; it is kept only where it does not cost AUC.
-    temperature = _fit_temperature(videos, members, weights, rule, labels, threshold)
+    temperature = _fit_temperature(videos, members, weights, rule, labels, threshold,
+                                   min_temperature)
     final = video_scores(videos, members, weights, rule, threshold, temperature)
     if _auc(labels, final) < best[0] - 1e-9:
-        threshold, temperature = 0.5, _fit_temperature(videos, members, weights, rule, labels, 0.5)
+        threshold, temperature = 0.5, _fit_temperature(videos, members, weights, rule, labels, 0.5,
+                                                       min_temperature)
         final = video_scores(videos, members, weights, rule, threshold, temperature)
         if _auc(labels, final) < best[0] - 1e-9:
             threshold, temperature, final = 0.5, 1.0, raw

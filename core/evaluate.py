@@ -101,9 +101,15 @@ def evaluate(
     analyze: Callable[[Path], "object"],
     model_names: Sequence[str],
     on_video: Callable[[int, int, LabelledVideo], None] | None = None,
+    band: float | None = None,
 ) -> dict:
     """Run `analyze` (path -> AnalysisResult) on every video; returns the evaluation schema:
-    {"models": {NAME: {auc, log_loss, accuracy, videos, no_face}}, "videos": [...], "seconds"}."""
+    {"models": {NAME: core.metrics.verdict_metrics + no_face}, "datasets": {DATASET: {NAME:
+    metrics}} (when the labels name two or more datasets), "videos": [...], "band", "seconds"}.
+    `band`: the UNCERTAIN band the verdicts used (default: the app's)."""
+    from .settings import AnalysisSettings
+
+    band = AnalysisSettings().band if band is None else band
     started = time.perf_counter()
     names = [*model_names, ENSEMBLE]
     rows = []
@@ -113,93 +119,81 @@ def evaluate(
             result = analyze(video.path)
             found = not result.no_face
             scores = {n: (result.verdicts[n].probability if found else NO_FACE_SCORE) for n in names}
+            calls = {n: result.verdicts[n].label for n in names}
         except VideoError as error:
             # An unreadable video is reported and scored like a video without a face.
             print(f"warning: {video.path}: {error}")
             found, scores = False, {n: NO_FACE_SCORE for n in names}
+            calls = {n: "NO_FACE" for n in names}
         no_face += not found
         rows.append({"path": str(video.path), "label": video.label, "scores": scores,
-                     **({"extra": video.extra} if video.extra else {})})
+                     "calls": calls,
+                     **({"dataset": video.extra["dataset"]} if video.extra.get("dataset") else {})})
         if on_video is not None:
             on_video(number + 1, len(videos), video)
-    labels = [r["label"] for r in rows]
-    models = {}
-    for name in names:
-        metrics = video_metrics(labels, [r["scores"][name] for r in rows])
-        models[name] = {**metrics, "videos": len(rows), "no_face": no_face}
-    report = {
-        "models": models,
-        "videos": [{k: r[k] for k in ("path", "label", "scores")} for r in rows],
-        "seconds": time.perf_counter() - started,
-    }
-    report["_subsets"] = _subsets(rows, names)
+    report = {"videos": rows, "band": band, "seconds": time.perf_counter() - started}
+    report.update(summarise(rows, names, band))
+    for metrics in report["models"].values():
+        metrics["no_face"] = no_face
     return report
 
 
-def _subsets(rows: list[dict], names: Sequence[str]) -> dict:
-    """Metrics per dataset (e.g. FF++ vs DFDC) when the labels say which; for printing only."""
+def summarise(rows: Sequence[dict], names: Sequence[str], band: float) -> dict:
+    """{"models": pooled metrics per name, "datasets": the same per dataset} from per-video rows
+    ({"label", "scores": {name: P}, optional "calls": {name: verdict label}, optional "dataset"}):
+    what evaluate reports and what the robustness benchmark reports per transform."""
+    from .metrics import verdict_metrics
+
+    def measure(members: Sequence[dict]) -> dict:
+        labels = [r["label"] for r in members]
+        with_calls = all("calls" in r for r in members)
+        return {n: verdict_metrics(labels, [r["scores"][n] for r in members], band,
+                                   calls=[r["calls"][n] for r in members] if with_calls else None)
+                for n in names}
+
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        dataset = row.get("extra", {}).get("dataset")
-        if dataset:
-            groups.setdefault(dataset, []).append(row)
-    if len(groups) < 2:
-        return {}
-    return {
-        dataset: {n: {**video_metrics([r["label"] for r in members],
-                                      [r["scores"][n] for r in members]),
-                      "videos": len(members)} for n in names}
-        for dataset, members in groups.items()
-    }
+        if row.get("dataset"):
+            groups.setdefault(row["dataset"], []).append(row)
+    return {"models": measure(rows),
+            "datasets": ({d: measure(m) for d, m in sorted(groups.items())}
+                         if len(groups) >= 2 else {})}
 
 
-def auc_intervals(report: dict) -> dict[str, tuple[float, float] | None]:
-    """Bootstrap 95 % interval of each model's video AUC, from the report's per-video scores."""
-    from .ensemble import bootstrap_auc_interval
-
-    labels = [v["label"] for v in report["videos"]]
-    return {name: bootstrap_auc_interval(labels, [v["scores"][name] for v in report["videos"]])
-            for name in report["models"]}
-
-
-def format_report(report: dict, band: float | None = None) -> str:
-    """The table printed by `evaluate`: AUC with its bootstrap 95 % interval, log loss,
-    accuracy and, given the UNCERTAIN band, the share of videos decided and the accuracy on them."""
-    from .ensemble import band_metrics
-    from .settings import AnalysisSettings
-
-    def fmt(value: float) -> str:
+def format_report(report: dict) -> str:
+    """The table printed by `evaluate`: per model, pooled then per dataset, the AUC with its
+    bootstrap 95 % interval, log loss, ECE, real clips called FAKE and fake clips called REAL
+    (outside the UNCERTAIN band), the share decided and the accuracy on those."""
+    def fmt(value) -> str:
         return "  n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
-    intervals = auc_intervals(report)
-    labels = [v["label"] for v in report["videos"]]
-    lines = [f"{'model':<28} {'AUC':>6} {'95% interval':>14} {'logloss':>8} {'acc':>6} "
-             f"{'decided':>8} {'acc_dec':>8} {'videos':>7} {'no_face':>8}"]
+    def line(label: str, m: dict) -> str:
+        from .metrics import count_text
+
+        interval = m.get("auc_ci95")
+        interval = f"[{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "n/a"
+        return (f"{label:<36} {fmt(m['auc']):>6} {interval:>12} {fmt(m['log_loss']):>8} "
+                f"{fmt(m['ece']):>6} {count_text(m, 'real_called_fake'):>10} "
+                f"{count_text(m, 'fake_called_real'):>10} {fmt(m['decided_share']):>8} "
+                f"{fmt(m['decided_accuracy']):>8}")
+
+    lines = [f"{'model':<36} {'AUC':>6} {'95% interval':>12} {'logloss':>8} {'ECE':>6} "
+             f"{'real→FAKE':>10} {'fake→REAL':>10} {'decided':>8} {'acc_dec':>8}"]
     for name, m in report["models"].items():
-        low_high = intervals.get(name)
-        interval = f"[{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else "n/a"
-        decided = band_metrics(labels, [v["scores"][name] for v in report["videos"]],
-                               AnalysisSettings().band if band is None else band)
-        lines.append(f"{name:<28} {fmt(m['auc']):>6} {interval:>14} {fmt(m['log_loss']):>8} "
-                     f"{fmt(m['accuracy']):>6} {fmt(decided['decided_share']):>8} "
-                     f"{fmt(decided['decided_accuracy']):>8} {m['videos']:>7} {m['no_face']:>8}")
-    for dataset, per_model in report.get("_subsets", {}).items():
+        lines.append(line(name, m))
+    for dataset, per_model in report.get("datasets", {}).items():
         lines.append(f"-- {dataset} only")
         for name, m in per_model.items():
-            lines.append(f"{name:<28} {fmt(m['auc']):>6} {fmt(m['log_loss']):>8} "
-                         f"{fmt(m['accuracy']):>6} {m['videos']:>7}")
-    lines.append(f"{report['seconds']:.1f} s")
+            lines.append(line(name, m))
+    no_face = next(iter(report["models"].values())).get("no_face", 0)
+    lines.append(f"{len(report['videos'])} videos ({no_face} without a face), UNCERTAIN band "
+                 f"{report['band']:g}, {report['seconds']:.1f} s")
     return "\n".join(lines)
 
 
 def schema_only(report: dict) -> dict:
-    """The report as written to disk: exactly the documented schema, NaN AUC as null."""
-    def clean(value):
-        return None if isinstance(value, float) and math.isnan(value) else value
+    """The report as written to disk: exactly the documented schema, NaN as null."""
+    from .metrics import clean
 
-    return {
-        "models": {n: {k: clean(v) for k, v in m.items()} for n, m in report["models"].items()},
-        "videos": report["videos"],
-        "seconds": report["seconds"],
-    }
-
+    return clean({k: report[k] for k in ("models", "datasets", "videos", "band", "seconds")
+                  if k in report})

@@ -27,6 +27,7 @@ from .ensemble import choose as choose_ensemble
 from .faces import FaceDetector, square_crop
 from .model_store import Classifier
 from .tracking import iou
+from .views import parse_views, predict_views
 
 FACE_ONLY_LABEL = "FACE"        # the label boxes get when no classifier is loaded
 RATE_WINDOW_SECONDS = 2.0       # frames per second are counted over this much recent time
@@ -109,13 +110,14 @@ class LiveAnalyzer:
     `verdict.label_for`. window_seconds: the span of frame timestamps the rolling verdict covers.
     margin: crop margin, as in the video analysis. hold_seconds: how long (in frame time) a face
     the detector stops finding stays drawn. `process` may be called from any one thread;
-    `snapshot` from any thread.
+    `snapshot` from any thread. views: other views of each face scored beside it
+    (core.views), as in `AnalysisSettings.views`.
     """
 
     def __init__(self, detector: FaceDetector, classifiers: Sequence[Classifier] = (),
                  band: float = 0.1, window_seconds: float = 3.0, *, margin: float = 0.2,
                  hold_seconds: float = 0.3, ensemble: EnsembleCard | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 views: str = "", clock: Callable[[], float] = time.monotonic):
         if not 0.0 <= band < 0.5:
             raise ValueError(f"band must be in [0, 0.5), got {band}")
         if not window_seconds > 0:
@@ -127,6 +129,7 @@ class LiveAnalyzer:
         self.window_seconds = float(window_seconds)
         self.margin = float(margin)
         self.hold_seconds = float(hold_seconds)
+        self.views = parse_views(views)
         self._clock = clock
 
         self._lock = threading.Lock()
@@ -234,7 +237,9 @@ class LiveAnalyzer:
         }
         calibrated = {}
         for classifier in self.classifiers:
-            raw = classifier.predict(crops_by_size[classifier.input_size])
+            # Each face's P(fake) is the mean over its views, as in the video analysis.
+            raw = predict_views(classifier, crops_by_size[classifier.input_size],
+                                self.views).mean(axis=0)
             calibrated[classifier.name] = np.atleast_1d(verdicts.calibrate(
                 raw, classifier.card.threshold, classifier.card.temperature))
         mix = choose_ensemble(list(calibrated), self.ensemble)

@@ -23,6 +23,7 @@ from .model_store import Classifier
 from .results import ENSEMBLE, NO_FACE, AnalysisResult, FaceResult, ModelVerdict, PersonResult
 from .settings import AnalysisSettings
 from .tracking import link_tracks
+from .views import ORIGINAL, VIEW_TEXT, parse_views, predict_views
 from .video import DecodeStats, Frame, probe, sample_frames
 
 ProgressCallback = Callable[[str, float], None]
@@ -200,23 +201,33 @@ def analyze_video(
                 raw={}, scores={}))
     timings["track"] = time.perf_counter() - t0
 
-    # Stage 3: every classifier on every face, in batches.
+    # Stage 3: every classifier on every face and its views, in batches.
     names = [c.name for c in classifiers]
+    views = parse_views(settings.views)
+    view_names = (ORIGINAL, *views)
     model_seconds: dict[str, float] = {}
     for m, classifier in enumerate(classifiers):
         t0 = time.perf_counter()
         if faces:
             batch = np.stack([crops[(fi, d, classifier.input_size)] for fi, d in face_keys])
-            raw = classifier.predict(batch)
-            calibrated = verdicts.calibrate(raw, classifier.card.threshold, classifier.card.temperature)
-            for face, r, p in zip(faces, raw, np.atleast_1d(calibrated)):
+            raw_views = predict_views(classifier, batch, views)
+            raw = raw_views.mean(axis=0)
+            card = classifier.card
+            calibrated = np.atleast_1d(verdicts.calibrate(raw, card.threshold, card.temperature))
+            calibrated_views = np.atleast_2d(
+                verdicts.calibrate(raw_views, card.threshold, card.temperature))
+            for i, (face, r, p) in enumerate(zip(faces, raw, calibrated)):
                 face.raw[classifier.name] = float(r)
                 face.scores[classifier.name] = float(p)
+                face.views[classifier.name] = {v: float(calibrated_views[k, i])
+                                               for k, v in enumerate(view_names)}
         model_seconds[classifier.name] = time.perf_counter() - t0
         report("classify", (m + 1) / len(classifiers))
     mix = choose_ensemble(names, ensemble)
     for face in faces:
         face.scores[ENSEMBLE] = mix.face_score(face.scores)
+        face.views[ENSEMBLE] = {v: mix.face_score({n: face.views[n][v] for n in names})
+                                for v in view_names}
     timings["classify"] = sum(model_seconds.values())
 
     # Stage 4: persons and video verdicts per model and for the ensemble.
@@ -224,17 +235,29 @@ def analyze_video(
     primary = ENSEMBLE if len(classifiers) > 1 or mix.kind == "fitted" else names[0]
     verdict_by_model: dict[str, ModelVerdict] = {}
     persons: list[PersonResult] = []
+    small = small_faces_reason(faces, settings.small_face_px)
     for name in [*names, ENSEMBLE]:
         seconds = model_seconds.get(name, timings["classify"])
         if not faces:
             verdict_by_model[name] = ModelVerdict(name, None, NO_FACE, seconds)
             continue
-        per_person: dict[int, dict[int, float]] = {}
-        for face in faces:
-            per_person.setdefault(face.person_id, {})[face.frame_index] = face.scores[name]
-        probability = float(verdicts.aggregate_video(per_person, rule=settings.rule))
+        probability = float(verdicts.aggregate_video(
+            _per_person(faces, lambda f: f.scores[name]), rule=settings.rule))
+        label = verdicts.label_for(probability, settings.band)
+        reasons = []
+        if label != "UNCERTAIN":
+            view_labels = {}
+            for view in views:
+                p_view = float(verdicts.aggregate_video(
+                    _per_person(faces, lambda f: f.views[name][view]), rule=settings.rule))
+                view_labels[view] = (verdicts.label_for(p_view, settings.band), p_view)
+            if any(lab != label for lab, _ in view_labels.values()):
+                reasons.append("the views of the faces disagree: " + "; ".join(
+                    f"{VIEW_TEXT[v]} say {lab} ({p:.2f})" for v, (lab, p) in view_labels.items()))
+            if small:
+                reasons.append(small)
         verdict_by_model[name] = ModelVerdict(
-            name, probability, verdicts.label_for(probability, settings.band), seconds)
+            name, probability, "UNCERTAIN" if reasons else label, seconds, reasons)
     for track in tracks:
         person_faces = [f for f in faces if f.person_id == track.id]
         scores = {
@@ -272,6 +295,27 @@ def analyze_video(
         timings["annotate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     return result
+
+
+def _per_person(faces: Sequence[FaceResult], score: Callable[[FaceResult], float]
+                ) -> dict[int, dict[int, float]]:
+    per_person: dict[int, dict[int, float]] = {}
+    for face in faces:
+        per_person.setdefault(face.person_id, {})[face.frame_index] = score(face)
+    return per_person
+
+
+def small_faces_reason(faces: Sequence[FaceResult], small_face_px: int) -> str | None:
+    """Why the faces are too small to judge, when more than half of them are narrower than
+    `small_face_px` in the video's own pixels; else None."""
+    if not faces or small_face_px <= 0:
+        return None
+    widths = np.array([min(f.box[2] - f.box[0], f.box[3] - f.box[1]) for f in faces])
+    small = int(np.sum(widths < small_face_px))
+    if small * 2 <= len(faces):
+        return None
+    return (f"{small} of the {len(faces)} faces are smaller than {small_face_px} px "
+            f"(median {float(np.median(widths)):.0f} px): too little detail to judge")
 
 
 def _attach_gallery_images(result: AnalysisResult, stills, crops, face_keys) -> None:

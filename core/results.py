@@ -27,8 +27,10 @@ class FaceResult:
     person_id: int
     box: tuple[float, float, float, float]
     confidence: float
-    raw: dict[str, float]      # network output P(fake) per model
+    raw: dict[str, float]      # network output P(fake) per model, the mean over the views
     scores: dict[str, float]   # calibrated P(fake) per model, plus the ensemble
+    # calibrated P(fake) of each view of the face (core.views) per model and the ensemble
+    views: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,6 +47,8 @@ class ModelVerdict:
     probability: float | None  # None when no face was found
     label: str                 # REAL, FAKE, UNCERTAIN or NO_FACE
     seconds: float = 0.0       # time spent in this model's classifier
+    # why the verdict is UNCERTAIN although P(fake) is outside the band, for a person to read
+    reasons: list[str] = field(default_factory=list)
 
 
 @dataclass

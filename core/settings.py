@@ -16,6 +16,12 @@ class AnalysisSettings:
     detect_long_side: int = 640      # MTCNN runs on a copy downscaled to this long side
     min_face_size: int = 40          # smallest face MTCNN looks for, in detection-image pixels
     annotated_long_side: int = 1280  # the annotated MP4 is downscaled to this long side (0 = full)
+    # Each face is also scored as these views (core.views); its P(fake) is the mean over them,
+    # and where they lead to different verdicts the verdict is UNCERTAIN. "" scores the crop alone.
+    views: str = "flip,jpeg"
+    # Faces narrower than this in the video's own pixels carry too little detail to judge: when
+    # most faces of a clip are, its verdict is UNCERTAIN.
+    small_face_px: int = 60
     # What a video may claim before anything is decoded: memory per frame grows with its pixels
     # (8K UHD, 33 megapixels, fits), and a clip's claimed length decides how it is sampled.
     max_frame_pixels: int = 36_000_000
@@ -30,6 +36,9 @@ class AnalysisSettings:
             raise ValueError("band must be in [0, 0.5)")
         if not 0 < self.min_confidence <= 1:
             raise ValueError("min_confidence must be in (0, 1]")
+        from .views import parse_views
+
+        parse_views(self.views)
         if self.max_frame_pixels < 1 or not self.max_duration_s > 0:
             raise ValueError("max_frame_pixels and max_duration_s must be positive")
 

@@ -140,12 +140,12 @@ def _decoded(container, stream, stats: DecodeStats | None = None) -> Iterator[av
         yield from frames
 
 
-def _rotation(frame: av.VideoFrame) -> int:
+def display_rotation(frame: av.VideoFrame) -> int:
     # PyAV reports the display matrix as counter-clockwise degrees in [-180, 180].
     return int(round((frame.rotation or 0) / 90.0)) * 90 % 360
 
 
-def _rgb(frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None = None) -> np.ndarray:
+def display_rgb(frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None = None) -> np.ndarray:
     """RGB in display orientation; `size` is the (width, height) wanted after rotation."""
     if size is None:
         image = frame.to_ndarray(format="rgb24")
@@ -250,7 +250,7 @@ def probe(path, *, max_pixels: int | None = None, max_duration: float | None = N
                 f"{path.name} claims to run {_hours(duration)}; the limit is "
                 f"{_hours(max_duration)} (setting max_duration_s)")
         _check_frame_size(path, first[0].width, first[0].height, max_pixels)
-        rotation = _rotation(first[0])
+        rotation = display_rotation(first[0])
         width, height = first[0].width, first[0].height
         if rotation in (90, 270):
             width, height = height, width
@@ -302,7 +302,7 @@ def _every_frame(container, stream, info: VideoInfo,
                  stats: DecodeStats | None = None) -> Iterator[Frame]:
     origin = _time_origin(stream)
     for index, time, frame in _timed(_decoded(container, stream, stats), origin, info.fps, stats):
-        yield Frame(index, time, _rgb(frame, _rotation(frame)))
+        yield Frame(index, time, display_rgb(frame, display_rotation(frame)))
 
 
 def _sample_sequentially(container, stream, info: VideoInfo, targets: list[float],
@@ -325,13 +325,13 @@ def _sample_sequentially(container, stream, info: VideoInfo, targets: list[float
             else:
                 continue
             last_yielded = chosen[0]
-            yield Frame(chosen[0], chosen[1], _rgb(chosen[2], _rotation(chosen[2])))
+            yield Frame(chosen[0], chosen[1], display_rgb(chosen[2], display_rotation(chosen[2])))
         if k == len(targets):
             return
         previous = (index, time, frame)
     # Targets past the last decoded frame (the duration overstated, or the tail was damaged).
     if previous is not None and previous[0] > last_yielded:
-        yield Frame(previous[0], previous[1], _rgb(previous[2], _rotation(previous[2])))
+        yield Frame(previous[0], previous[1], display_rgb(previous[2], display_rotation(previous[2])))
 
 
 def _sample_by_seeking(container, stream, info: VideoInfo, targets: list[float],
@@ -354,7 +354,7 @@ def _sample_by_seeking(container, stream, info: VideoInfo, targets: list[float],
         if index <= last_index:
             continue
         last_index = index
-        yield Frame(index, time, _rgb(chosen, _rotation(chosen)))
+        yield Frame(index, time, display_rgb(chosen, display_rotation(chosen)))
 
 
 def display_size(info: VideoInfo, max_long_side: int | None = None) -> tuple[int, int]:
@@ -382,7 +382,7 @@ def iter_frames(path, info: VideoInfo | None = None,
         origin = _time_origin(stream)
         for index, frame in enumerate(_decoded(container, stream)):
             yield Frame(index, _frame_time(frame, origin, index, info.fps),
-                        _rgb(frame, _rotation(frame), size))
+                        display_rgb(frame, display_rotation(frame), size))
 
 
 @dataclass
@@ -417,7 +417,7 @@ def iter_yuv420(path, info: VideoInfo | None = None,
         stream.thread_type = "AUTO"
         origin = _time_origin(stream)
         for index, frame in enumerate(_decoded(container, stream)):
-            rotation = _rotation(frame)
+            rotation = display_rotation(frame)
             time = _frame_time(frame, origin, index, info.fps)
             coded_w, coded_h = (width, height) if rotation in (0, 180) else (height, width)
             if (frame.format.name, frame.width, frame.height) != ("yuv420p", coded_w, coded_h):

@@ -84,26 +84,37 @@ def load_models(selection: str | Iterable[str] = "all",
 PIPELINE_KEYS = ("pipeline_val_video_auc", "pipeline_val_video_log_loss", "pipeline_val_video_accuracy")
 ENSEMBLE_AUC_KEY = "ensemble_val_video_auc"
 INTERVAL_KEY = "pipeline_val_video_auc_ci95"
+DATASETS_KEY = "pipeline_val_datasets"
+DATASET_COLUMNS = ("videos", "real_videos", "fake_videos", "auc", "log_loss",
+                   "real_called_fake", "fake_called_real")
 
 
 def _pipeline_metrics(results: dict, name: str, band: float) -> dict:
-    """One model's full-pipeline metrics from an evaluate results JSON, with the AUC's bootstrap
-    interval and the share of videos decided (outside the UNCERTAIN band) and right."""
-    from .ensemble import band_metrics, bootstrap_auc_interval
+    """One model's full-pipeline metrics, recomputed from an evaluate results JSON's per-video
+    scores: AUC with its bootstrap interval, log loss, accuracy, ECE, the share decided (outside
+    the UNCERTAIN band) and right, real clips called FAKE and fake clips called REAL, pooled and
+    per dataset."""
+    from .evaluate import summarise
+    from .metrics import clean
 
-    metrics = results["models"][name]
-    labels = [v["label"] for v in results["videos"]]
-    scores = [v["scores"][name] for v in results["videos"]]
-    interval = bootstrap_auc_interval(labels, scores)
-    decided = band_metrics(labels, scores, band)
-    return {
-        **dict(zip(PIPELINE_KEYS, (metrics["auc"], metrics["log_loss"], metrics["accuracy"]))),
-        INTERVAL_KEY: list(interval) if interval else None,
-        "pipeline_val_decided_share": decided["decided_share"],
-        "pipeline_val_decided_accuracy": decided["decided_accuracy"],
+    summary = summarise(results["videos"], [name], band)
+    pooled = summary["models"][name]
+    values = {
+        **dict(zip(PIPELINE_KEYS, (pooled["auc"], pooled["log_loss"], pooled["accuracy"]))),
+        INTERVAL_KEY: pooled["auc_ci95"],
+        "pipeline_val_ece": pooled["ece"],
+        "pipeline_val_decided_share": pooled["decided_share"],
+        "pipeline_val_decided_accuracy": pooled["decided_accuracy"],
+        "pipeline_val_real_called_fake": pooled["real_called_fake"],
+        "pipeline_val_fake_called_real": pooled["fake_called_real"],
+        "pipeline_val_real_videos": pooled["real_videos"],
+        "pipeline_val_fake_videos": pooled["fake_videos"],
         "pipeline_val_band": band,
-        "pipeline_val_videos": metrics["videos"],
+        "pipeline_val_videos": pooled["videos"],
+        DATASETS_KEY: {dataset: {k: per_model[name][k] for k in DATASET_COLUMNS}
+                       for dataset, per_model in summary["datasets"].items()},
     }
+    return clean(values)
 
 
 def record_evaluation(results: dict, models_dir: str | Path = DEFAULT_MODELS_DIR,
@@ -114,7 +125,7 @@ def record_evaluation(results: dict, models_dir: str | Path = DEFAULT_MODELS_DIR
     from .model_store import update_card
     from .settings import AnalysisSettings
 
-    band = AnalysisSettings().band if band is None else band
+    band = results.get("band", AnalysisSettings().band) if band is None else band
     cards = available_models(models_dir)
     ensemble = results["models"].get("ensemble", {})
     updated = []
@@ -177,33 +188,52 @@ def _share(value) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
+def _calls_text(m: dict, key: str, of: str) -> str:
+    count = m.get(f"pipeline_val_{key}")
+    return "n/a" if count is None else f"{count}/{m.get(f'pipeline_val_{of}_videos')}"
+
+
 def zoo_markdown(models_dir: str | Path = DEFAULT_MODELS_DIR) -> str:
     """The model zoo table, generated from the cards, with the fitted ensemble as the last row."""
     rows = ["| model | backbone | depth (cut layer) | input | params | size | training time | "
-            "temperature | val video AUC [95% interval] | log loss | accuracy | decided | "
-            "accuracy when decided |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "temperature | val video AUC [95% interval] | log loss | ECE | real called FAKE | "
+            "fake called REAL | decided | accuracy when decided |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+            "| --- |"]
+
+    def measured(m: dict) -> str:
+        loss = m.get("pipeline_val_video_log_loss", m.get("val_video_log_loss"))
+        return (f"{_auc_text(m)} | {_number(loss)} | {_number(m.get('pipeline_val_ece'))} | "
+                f"{_calls_text(m, 'real_called_fake', 'real')} | "
+                f"{_calls_text(m, 'fake_called_real', 'fake')} | "
+                f"{_share(m.get('pipeline_val_decided_share'))} | "
+                f"{_share(m.get('pipeline_val_decided_accuracy'))} |")
+
     cards = available_models(models_dir)
     for name, card in cards.items():
-        m = card.metrics
-        loss = m.get("pipeline_val_video_log_loss", m.get("val_video_log_loss"))
-        accuracy = m.get("pipeline_val_video_accuracy", m.get("val_video_accuracy"))
         minutes = card.training.get("wall_seconds")
         rows.append(
             f"| {name} | {card.backbone} | {card.depth} | {card.input_size} | "
             f"{card.params / 1e6:.2f} M | {card.size_bytes / 2**20:.1f} MB | "
             f"{'n/a' if minutes is None else f'{minutes / 60:.0f} min'} | "
-            f"{card.temperature:.2f} | {_auc_text(m)} | {_number(loss)} | {_number(accuracy)} | "
-            f"{_share(m.get('pipeline_val_decided_share'))} | "
-            f"{_share(m.get('pipeline_val_decided_accuracy'))} |")
+            f"{card.temperature:.2f} | {measured(card.metrics)}")
     fitted = fitted_ensemble(models_dir, cards)
     if fitted is not None:
-        m = fitted.metrics
         members = " + ".join(f"{w:.2f} × {n}" for n, w in fitted.weights.items())
-        rows.append(
-            f"| **ensemble (default)** | {members} | | | | | | {fitted.temperature:.2f} | "
-            f"{_auc_text(m)} | {_number(m.get('pipeline_val_video_log_loss'))} | "
-            f"{_number(m.get('pipeline_val_video_accuracy'))} | "
-            f"{_share(m.get('pipeline_val_decided_share'))} | "
-            f"{_share(m.get('pipeline_val_decided_accuracy'))} |")
+        rows.append(f"| **ensemble (default)** | {members} | | | | | | {fitted.temperature:.2f} | "
+                    f"{measured(fitted.metrics)}")
+    return "\n".join(rows)
+
+
+def datasets_markdown(models_dir: str | Path = DEFAULT_MODELS_DIR) -> str:
+    """The default verdict's validation numbers per dataset, from the fitted ensemble's card."""
+    fitted = fitted_ensemble(models_dir)
+    per_dataset = (fitted.metrics if fitted is not None else {}).get(DATASETS_KEY) or {}
+    rows = ["| dataset | clips | real | fake | AUC | log loss | real called FAKE | "
+            "fake called REAL |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for dataset, m in per_dataset.items():
+        rows.append(f"| {dataset} | {m['videos']} | {m['real_videos']} | {m['fake_videos']} | "
+                    f"{_number(m.get('auc'))} | {_number(m.get('log_loss'))} | "
+                    f"{m['real_called_fake']}/{m['real_videos']} | "
+                    f"{m['fake_called_real']}/{m['fake_videos']} |")
     return "\n".join(rows)

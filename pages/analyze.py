@@ -65,6 +65,8 @@ st.markdown(app_views.verdict_card_html(
     verdict.label, verdict.probability, persons=len(result.persons), faces=len(result.faces),
     seconds=result.timings.get("total")), unsafe_allow_html=True)
 
+for reason in verdict.reasons:
+    st.warning(f"Why UNCERTAIN: {reason}.", icon=":material/help:")
 for warning in result.warnings:
     st.warning(warning, icon=":material/broken_image:")
 if result.no_face:

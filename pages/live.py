@@ -67,11 +67,11 @@ session: LiveSession = st.session_state.setdefault(
 band = settings.band
 session.configure(
     lambda: LiveAnalyzer(detector, classifiers, band=band, window_seconds=WINDOW_SECONDS,
-                         margin=settings.margin,
+                         margin=settings.margin, views=settings.views,
                          ensemble=app_cache.ensemble_for(
                              app_state.session_ensemble_mode(st.session_state))),
     config_key=(tuple(model_names), app_state.session_ensemble_mode(st.session_state),
-                settings.band, settings.margin, settings.min_confidence,
+                settings.band, settings.margin, settings.views, settings.min_confidence,
                 settings.detect_long_side, settings.min_face_size))
 
 

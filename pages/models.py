@@ -1,7 +1,6 @@
 """Models: the zoo's cards, an evaluation on a labelled set on the server, and .h5 import."""
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
 
@@ -33,6 +32,11 @@ if head[1].button("Refresh", key="models_refresh", help="Read the models folder 
 
 if cards:
     st.dataframe(app_views.card_rows(cards.values()), hide_index=True)
+    per_dataset = app_views.dataset_rows(cards.values(), app_cache.ensemble_for("fitted"))
+    if per_dataset:
+        st.caption("Validation per dataset (full pipeline, `python -m core models record-eval`): "
+                   "real clips called FAKE are the costliest error.")
+        st.dataframe(per_dataset, hide_index=True)
     for card in cards.values():
         with st.expander(f"{card.name} card"):
             st.json(card.to_dict(), expanded=False)
@@ -74,7 +78,8 @@ if st.button("Evaluate", key="evaluate_run", disabled=root is None or not source
                                            keep_images=False, ensemble=ensemble),
                 [c.name for c in loaded],
                 on_video=lambda done, total, video: bar.progress(
-                    done / total, text=f"{done} of {total} videos ({video.path.name})"))
+                    done / total, text=f"{done} of {total} videos ({video.path.name})"),
+                band=settings.band)
         bar.empty()
         st.session_state["evaluation"] = {"source": source.strip(), "report": report}
     except DetectorError as error:
@@ -84,9 +89,7 @@ evaluation = st.session_state.get("evaluation")
 if evaluation:
     report = evaluation["report"]
     st.subheader(f"{evaluation['source']}: {len(report['videos'])} videos, {report['seconds']:.0f} s")
-    st.dataframe([{"model": name, **{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                     for k, v in metrics.items()}}
-                  for name, metrics in report["models"].items()], hide_index=True)
+    st.dataframe(app_views.evaluation_rows(report), hide_index=True)
     st.plotly_chart(app_views.roc_figure(report), key="evaluate_roc")
     names = list(report["models"])
     for start in range(0, len(names), 3):

@@ -88,21 +88,32 @@ def test_evaluate_writes_the_schema(clips, tiny_models_dir, tmp_path, capsys):
                  "--out", str(out)])
     assert code == 0
     results = json.loads(out.read_text())
-    assert set(results) == {"models", "videos", "seconds"}
+    # No dataset column: nothing per dataset.
+    assert set(results) == {"models", "datasets", "videos", "band", "seconds"}
+    assert results["datasets"] == {} and results["band"] == 0.1
     names = {f"tiny_{b}" for b in ("efficientnetb7", "inceptionresnetv2", "inceptionv3",
                                    "resnet50", "vgg16")}
     assert set(results["models"]) == names | {"ensemble"}
     for metrics in results["models"].values():
-        assert set(metrics) == {"auc", "log_loss", "accuracy", "videos", "no_face"}
+        assert set(metrics) == {
+            "auc", "auc_ci95", "log_loss", "accuracy", "ece", "band", "videos", "real_videos",
+            "fake_videos", "no_face", "decided_share", "decided_accuracy", "real_called_fake",
+            "real_called_fake_share", "real_called_fake_share_ci95", "fake_called_real",
+            "fake_called_real_share", "fake_called_real_share_ci95"}
         assert isinstance(metrics["auc"], float) and 0 <= metrics["auc"] <= 1
         assert isinstance(metrics["log_loss"], float) and isinstance(metrics["accuracy"], float)
         assert metrics["videos"] == 3 and metrics["no_face"] == 1
+        assert (metrics["real_videos"], metrics["fake_videos"]) == (1, 2)
+        # The blank clip has no face: NO_FACE is neither an accusation nor a miss.
+        assert metrics["fake_called_real"] <= 1 and metrics["real_called_fake"] <= 1
     assert [v["label"] for v in results["videos"]] == [0, 1, 1]
     for video in results["videos"]:
-        assert set(video) == {"path", "label", "scores"}
+        assert set(video) == {"path", "label", "scores", "calls"}
         assert set(video["scores"]) == names | {"ensemble"}
+        assert set(video["calls"]) == names | {"ensemble"}
     blank = results["videos"][2]
     assert set(blank["scores"].values()) == {0.5}
+    assert set(blank["calls"].values()) == {"NO_FACE"}
     assert isinstance(results["seconds"], float)
     assert "ensemble" in capsys.readouterr().out
 
@@ -142,17 +153,31 @@ def test_record_eval_table_and_quality_gate(tmp_path, capsys):
                           "ensemble": {"auc": 0.9, "log_loss": 0.4, "accuracy": 0.75, "videos": 4,
                                        "no_face": 0}},
                "videos": [], "seconds": 1.0}
+    # record-eval measures from the per-video scores: 5 real, 2 fake clips; the model orders 8
+    # of the 10 real-fake pairs right (AUC 0.8), the ensemble 9 (0.9).
+    real, model_fakes, ensemble_fakes = [0.1, 0.2, 0.3, 0.4, 0.7], [0.35, 0.8], [0.5, 0.8]
+    results["videos"] = [
+        {"path": f"v{i}.mp4", "label": label, "scores": {"tiny_vgg16": m, "ensemble": e},
+         **({"dataset": "A" if i % 2 else "B"})}
+        for i, (label, m, e) in enumerate([(0, p, p) for p in real]
+                                          + [(1, m, e) for m, e in zip(model_fakes, ensemble_fakes)])]
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
     sha_before = json.loads((tmp_path / "tiny_vgg16.json").read_text())["sha256"]
     assert main(["models", "record-eval", str(path), "--models-dir", str(tmp_path)]) == 0
     card = json.loads((tmp_path / "tiny_vgg16.json").read_text())
-    assert card["metrics"]["pipeline_val_video_auc"] == 0.8
+    assert card["metrics"]["pipeline_val_video_auc"] == pytest.approx(0.8)
     assert card["metrics"]["ensemble_val_video_auc"] == 0.9
+    # At the band 0.1 (P >= 0.6 FAKE, < 0.4 REAL): the real clip at 0.7 is called FAKE and the
+    # fake at 0.35 REAL.
+    assert card["metrics"]["pipeline_val_real_called_fake"] == 1
+    assert card["metrics"]["pipeline_val_fake_called_real"] == 1
+    assert set(card["metrics"]["pipeline_val_datasets"]) == {"A", "B"}
     assert card["sha256"] == sha_before
     assert main(["models", "table", "--models-dir", str(tmp_path)]) == 0
     table = capsys.readouterr().out
-    assert "| tiny_vgg16 | vgg16 | block2_pool | 64 |" in table and "| 0.800 |" in table
+    assert "| tiny_vgg16 | vgg16 | block2_pool | 64 |" in table and "| 0.800 [" in table
+    assert "| 1/5 | 1/2 |" in table
     # Within the tolerance passes; more than 0.02 below the recorded ensemble AUC fails.
     results["models"]["ensemble"]["auc"] = 0.885
     path.write_text(json.dumps(results))

@@ -361,3 +361,86 @@ def test_a_feature_weight_needs_a_teacher(faces_dir, tmp_path, capsys):
                      "--run-dir", str(tmp_path / "run"), "--feature-weight", "1"])
     assert code == 2
     assert "needs a teacher" in capsys.readouterr().err
+
+
+# --- recipes for footage unlike the training set ------------------------------------------------
+
+def test_dataset_balanced_sampling_gives_small_sources_more_than_their_share():
+    from core.training.train import dataset_balanced_weights
+
+    datasets = np.array(["FF++"] * 900 + ["DeepFaceLive"] * 100)
+    weights = dataset_balanced_weights(datasets)
+    assert weights.sum() == pytest.approx(1.0)
+    share = weights[datasets == "DeepFaceLive"].sum()
+    # 1/sqrt tempering: 100 * 0.1 / (900 / 30 + 100 / 10) = 10 / 40.
+    assert share == pytest.approx(0.25)
+    assert 0.1 < share < 0.5
+
+
+def test_everyday_augmentation_can_encode_twice_and_changes_pixels():
+    preset = AUGMENT_PRESETS["everyday"]
+    assert preset.jpeg_twice > 0 and preset.downscale_factor[0] <= 0.34
+    image = cv2.resize(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8),
+                       (96, 96), interpolation=cv2.INTER_CUBIC)
+    changed = [not np.array_equal(augment_image(image, seed), image) for seed in range(10)]
+    assert sum(changed) >= 8
+
+
+def augment_image(image, seed):
+    from core.training.augment import augment
+
+    return augment(image, np.random.default_rng(seed), AUGMENT_PRESETS["everyday"])
+
+
+def test_select_last_keeps_the_last_epoch_and_sbi_only_leaves_real_fakes_out(faces_dir, tmp_path):
+    out = tmp_path / "last.keras"
+    code = cli.main(["train", *TINY, "--faces", str(faces_dir), "--out", str(out),
+                     "--run-dir", str(tmp_path / "run"), "--epochs", "2", "--patience", "1",
+                     "--select", "last", "--fakes", "sbi", "--sbi-fraction", "0.5",
+                     "--balance", "dataset", "--augment", "everyday"])
+    assert code == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    recipe = card["training"]["recipe"]
+    # Patience 1 would stop an epoch-chosen run after a worse epoch; "last" runs every epoch.
+    assert recipe["epochs_run"] == 2 and recipe["best_epoch"] == 2
+    assert recipe["epoch_chosen_by"].startswith("none: the last epoch")
+    assert recipe["fakes"].startswith("SBI fakes only")
+    assert recipe["sampling"].startswith("tempered over datasets")
+    assert recipe["augmentation"]["preset"] == "everyday"
+    # Only the two real training clips' faces (4 each) remain.
+    assert card["training"]["data"]["train_faces"] == 4
+    assert load_classifier(out).predict(np.zeros((1, 64, 64, 3))).shape == (1,)
+
+
+def test_sbi_only_needs_sbi_fakes():
+    with pytest.raises(ValueError, match="SBI fakes only"):
+        TrainConfig(backbone="vgg16", faces="f", out="o", run_dir="r", fakes="sbi",
+                    sbi_fraction=0.0)
+
+
+def test_init_starts_from_a_trained_models_weights(budget_run, faces_dir, tmp_path, capsys):
+    from core.model_store import load_checked_model
+    from core.training.train import TrainConfig, _compiled_model
+
+    trained, _ = budget_run
+    config = TrainConfig(backbone="vgg16", faces=str(faces_dir), out="o", run_dir="r",
+                         depth="block2_pool", input_size=64, init=str(trained))
+    started = _compiled_model(config, None, steps=1)
+    source, _ = load_checked_model(trained)
+    for mine, theirs in zip(started.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+
+    out = tmp_path / "further.keras"
+    assert cli.main(["train", *TINY, "--faces", str(faces_dir), "--out", str(out),
+                     "--run-dir", str(tmp_path / "run"), "--epochs", "1",
+                     "--init", str(trained)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["started_from"]["sha256"] == json.loads(
+        trained.with_suffix(".json").read_text())["sha256"]
+    # Another cut of the same family does not fit the weights: one line, no traceback.
+    code = cli.main(["train", "--backbone", "vgg16", "--depth", "block1_pool", "--input-size", "64",
+                     "--batch", "8", "--no-progress", "--faces", str(faces_dir),
+                     "--out", str(tmp_path / "other.keras"), "--run-dir", str(tmp_path / "run2"),
+                     "--epochs", "1", "--init", str(trained)])
+    assert code == 2
+    assert "different architecture" in capsys.readouterr().err

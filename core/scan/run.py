@@ -28,10 +28,11 @@ def make_engine(name: str, config: ScannerConfig, *, address: str | None = None,
 
 
 def scan_to_folder(jobs: Sequence[ScanJob], start_engine: Callable[[], object], out_dir: Path, *,
-                   annotated: bool = False, quiet: bool = False,
+                   annotated: bool = False, quiet: bool = False, echo: bool = True,
                    on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Every job's outcome, in job order. Reports already complete in `out_dir` are kept and
-    not redone; the engine is started only if anything is left."""
+    not redone; the engine is started only if anything is left. `echo`: a line per video
+    (its verdict, or its error)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes = {}
     for job in jobs:
@@ -46,7 +47,8 @@ def scan_to_folder(jobs: Sequence[ScanJob], start_engine: Callable[[], object], 
             write_report(outcome, out_dir)
         outcomes[outcome.job.index] = outcome
         progress.update(outcome)
-        _echo(progress, outcome)
+        if echo:
+            _echo(progress, outcome)
         if on_outcome is not None:
             on_outcome(outcome)
 

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from ..views import jpeg_recompress
+
 
 @dataclass(frozen=True)
 class AugmentSettings:
@@ -20,6 +22,7 @@ class AugmentSettings:
     jpeg_quality: tuple[int, int] = (40, 95)
     blur_sigma: tuple[float, float] = (0.3, 1.5)
     downscale_factor: tuple[float, float] = (0.35, 0.8)
+    jpeg_twice: float = 0.0    # of the JPEG'd faces, the share compressed once more (a chain)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -32,6 +35,13 @@ AUGMENT_PRESETS = {
     "basic": AugmentSettings(),
     "compression": AugmentSettings(jpeg=0.6, downscale=0.4, blur=0.25,
                                    jpeg_quality=(15, 90), downscale_factor=(0.3, 0.9)),
+    # What happens to a clip between a camera and a viewer (the robustness benchmark's transforms,
+    # core.robustness): re-encodes from near-lossless to CRF 44-like, 1/3..1 down-up scaling,
+    # brightness/contrast, mild blur, a second encode as in a messenger chain. Applied to reals,
+    # SBI fakes and real fakes alike, so that no encoding is a cue for the label.
+    "everyday": AugmentSettings(colour=0.6, jpeg=0.75, downscale=0.5, blur=0.3,
+                                jpeg_quality=(20, 95), downscale_factor=(0.33, 1.0),
+                                blur_sigma=(0.3, 1.2), jpeg_twice=0.3),
 }
 
 
@@ -44,14 +54,6 @@ def colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     grey = x.mean(axis=2, keepdims=True)
     x = grey + (x - grey) * rng.uniform(0.8, 1.2)
     return np.clip(x, 0, 255).astype(np.uint8)
-
-
-def jpeg_recompress(image: np.ndarray, quality: int) -> np.ndarray:
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError("OpenCV could not JPEG-encode an augmentation sample")
-    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -79,4 +81,6 @@ def augment(image: np.ndarray, rng: np.random.Generator,
         out = gaussian_blur(out, rng.uniform(*settings.blur_sigma))
     if rng.random() < settings.jpeg:
         out = jpeg_recompress(np.ascontiguousarray(out), rng.integers(*settings.jpeg_quality, endpoint=True))
+        if rng.random() < settings.jpeg_twice:
+            out = jpeg_recompress(out, rng.integers(*settings.jpeg_quality, endpoint=True))
     return np.ascontiguousarray(out)

@@ -58,6 +58,8 @@ def cmd_train(args) -> int:
             val_fraction=args.val_fraction, seed=args.seed, workers=args.workers or 2,
             teacher=str(args.teacher) if args.teacher else None,
             distill_weight=args.distill_weight, feature_weight=args.feature_weight,
+            select=args.select, balance=None if args.balance == "none" else args.balance,
+            fakes=args.fakes, init=str(args.init) if args.init else None,
             command=getattr(args, "command_line", None))
     train(config, resume=args.resume, progress=not args.no_progress)
     return 0
@@ -108,9 +110,22 @@ def register(commands) -> None:
     train.add_argument("--sbi-fraction", type=float, default=0.5,
                        help="share of real training faces turned into self-blended fakes")
     train.add_argument("--augment", nargs="?", const="basic", default=None,
-                       choices=("basic", "compression"),
+                       choices=("basic", "compression", "everyday"),
                        help="flip, colour, JPEG, blur and downscaling on training batches; "
-                            "'compression' re-encodes harder (c40-like)")
+                            "'compression' re-encodes harder (c40-like); 'everyday' adds "
+                            "brightness/contrast, 1/3 scaling and double encodes, as in the "
+                            "robustness benchmark")
+    train.add_argument("--select", choices=("val_auc", "last"), default="val_auc",
+                       help="val_auc: keep the epoch with the best val video AUC and stop early; "
+                            "last: keep the last epoch, nothing chosen on val")
+    train.add_argument("--balance", choices=("dataset", "none"), default="none",
+                       help="dataset: sample each epoch tempered over the index's datasets "
+                            "(1/sqrt of a dataset's faces per face)")
+    train.add_argument("--init", type=Path, default=None,
+                       help="start from this trained model's weights (.keras beside its card; "
+                            "same backbone, depth and input size) instead of --weights")
+    train.add_argument("--fakes", choices=("all", "sbi"), default="all",
+                       help="sbi: train on real faces and their self-blended fakes only")
     train.add_argument("--class-weights", choices=("balanced", "none"), default="none")
     train.add_argument("--mixed-bf16", action="store_true", help="mixed_bfloat16 policy")
     train.add_argument("--teacher", type=Path, default=None,

@@ -65,6 +65,11 @@ class TrainConfig:
     distill_weight: float = 0.5         # share of the teacher's P(fake) in the target
     feature_weight: float = 0.0         # > 0: also learn the teacher's pooled features
     command: str | None = None          # the command line that started the run, for the card
+    select: str = "val_auc"             # "val_auc": the best val epoch, early stopping;
+                                        # "last": the last epoch, val only reported
+    balance: str | None = None          # None, or "dataset": sampling tempered over datasets
+    fakes: str = "all"                  # "all", or "sbi": real fakes left out (SBI only)
+    init: str | None = None             # a zoo model (.keras beside its card) to start from
 
     def __post_init__(self):
         if self.augment is True:            # older run folders stored a flag
@@ -94,6 +99,14 @@ class TrainConfig:
             raise ValueError("distill weight must be in (0, 1]")
         if self.feature_weight < 0 or (self.feature_weight and not self.teacher):
             raise ValueError("feature weight must be at least 0, and needs a teacher")
+        if self.select not in ("val_auc", "last"):
+            raise ValueError(f"select must be val_auc or last, not {self.select!r}")
+        if self.balance not in (None, "dataset"):
+            raise ValueError(f"balance must be dataset or none, not {self.balance!r}")
+        if self.fakes not in ("all", "sbi"):
+            raise ValueError(f"fakes must be all or sbi, not {self.fakes!r}")
+        if self.fakes == "sbi" and not self.sbi_fraction > 0:
+            raise ValueError("training on SBI fakes only needs --sbi-fraction above 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -109,6 +122,7 @@ class FaceSet:
     labels: np.ndarray             # N, 1 = fake
     videos: np.ndarray             # N video ids
     video_labels: dict[str, int] = field(default_factory=dict)
+    datasets: np.ndarray | None = None   # N dataset names, where the index has them
 
     def __len__(self) -> int:
         return len(self.images)
@@ -163,7 +177,18 @@ def load_faces(rows: list[dict], work_side: int, threads: int = 2) -> FaceSet:
     return FaceSet(images=[image for image, _ in loaded],
                    keypoints=np.stack([p for _, p in loaded]) if loaded else np.zeros((0, 5, 2)),
                    labels=labels, videos=videos,
-                   video_labels={r["video_id"]: int(r["label"]) for r in rows})
+                   video_labels={r["video_id"]: int(r["label"]) for r in rows},
+                   datasets=np.array([r.get("dataset") or "" for r in rows]))
+
+
+def dataset_balanced_weights(datasets: np.ndarray) -> np.ndarray:
+    """Per-face sampling probabilities that give each dataset a share of every epoch growing with
+    the square root of its size rather than its size: a small source (a few DeepFaceLive streams)
+    is seen far more often than in proportion, without its few faces being repeated as often as
+    the big sources' many."""
+    names, inverse, counts = np.unique(datasets, return_inverse=True, return_counts=True)
+    weights = 1.0 / np.sqrt(counts[inverse].astype(np.float64))
+    return weights / weights.sum()
 
 
 def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -236,17 +261,22 @@ def _py_dataset_class():
 
         def __init__(self, faces: FaceSet, input_size: int, batch: int, *, sbi_fraction: float,
                      augmentation: AugmentSettings | None, class_weight: dict | None, seed: int,
-                     epoch: int = 0, workers: int = 2, teacher=None):
+                     epoch: int = 0, workers: int = 2, teacher=None, balance: str | None = None):
             super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
             self.faces, self.input_size, self.batch = faces, input_size, batch
             self.teacher = teacher
+            self.sampling = (dataset_balanced_weights(faces.datasets)
+                             if balance == "dataset" else None)
             self.sbi_fraction, self.augmentation = sbi_fraction, augmentation
             self.class_weight, self.seed = class_weight, seed
             self.epoch = epoch
             self._order = self._shuffled()
 
         def _shuffled(self) -> np.ndarray:
-            return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.faces))
+            rng = np.random.default_rng([self.seed, self.epoch])
+            if self.sampling is None:
+                return rng.permutation(len(self.faces))
+            return rng.choice(len(self.faces), size=len(self.faces), p=self.sampling)
 
         def __len__(self) -> int:
             return steps_per_epoch(len(self.faces), self.batch)
@@ -347,6 +377,8 @@ def _compiled_model(config: TrainConfig, teacher, steps: int):
     from ..backbones import HEAD_LAYER
 
     classifier = _build(config, config.weights)
+    if config.init:
+        _start_from(classifier, config.init)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate(config, steps))
     metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
     if teacher is None or not teacher.feature_weight:
@@ -359,6 +391,19 @@ def _compiled_model(config: TrainConfig, teacher, steps: int):
                                 FEATURE_OUTPUT: teacher.feature_weight * teacher.feature_size},
                   metrics={HEAD_LAYER: metrics})
     return model
+
+
+def _start_from(classifier, path: str) -> None:
+    """Copy a trained model's weights (checked against its card, loaded with safe_mode) into
+    the freshly built classifier: a further fine-tune of a shipped model on other data."""
+    from ..model_store import load_checked_model
+
+    source, card = load_checked_model(path)
+    mine, theirs = classifier.get_weights(), source.get_weights()
+    if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs)):
+        raise ValueError(f"--init {card.name} is a different architecture "
+                         f"({card.backbone}, {card.depth}, {card.input_size} px)")
+    classifier.set_weights(theirs)
 
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int):
@@ -413,7 +458,7 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
             entry = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
                      "partial": self.out_of_time}
             state["history"].append(entry)
-            if is_better(metrics, state["best"]):
+            if config.select == "last" or is_better(metrics, state["best"]):
                 state["best"], state["best_epoch"], state["wait"] = metrics, epoch + 1, 0
                 with atomic.atomic_path(run_dir / "best.weights.h5", suffix=".weights.h5") as tmp:
                     classifier.save_weights(tmp, overwrite=True)
@@ -428,7 +473,7 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
                   f"val face AUC {metrics['face_auc']:.4f} video AUC {metrics['video_auc']:.4f} "
                   f"video log loss {metrics['video_log_loss']:.4f}"
                   + (" (best)" if state["best_epoch"] == epoch + 1 else ""), flush=True)
-            if state["wait"] >= config.patience:
+            if state["wait"] >= config.patience and config.select == "val_auc":
                 print(f"early stop: no better video AUC for {config.patience} epochs", flush=True)
                 state["stopped"] = "early stopping"
                 self.model.stop_training = True
@@ -460,6 +505,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
 
     rows = read_index(config.faces)
     train_rows, val_rows, split_how = split_rows(rows, config.val_fraction)
+    if config.fakes == "sbi":
+        train_rows = [r for r in train_rows if int(r["label"]) == 0]
     work_side = max(input_size, int(math.ceil(input_size / MIN_ZOOM)))
     train_set = load_faces(train_rows, work_side, threads=config.workers)
     val_set = load_faces(val_rows, input_size, threads=config.workers)
@@ -499,8 +546,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
     batches = _py_dataset_class()(
         train_set, input_size, config.batch, sbi_fraction=config.sbi_fraction,
         augmentation=augmentation, class_weight=class_weight, seed=config.seed,
-        epoch=initial_epoch, workers=config.workers, teacher=teacher)
-    already_stopped = resume and state["wait"] >= config.patience
+        epoch=initial_epoch, workers=config.workers, teacher=teacher, balance=config.balance)
+    already_stopped = (resume and state["wait"] >= config.patience
+                       and config.select == "val_auc")
     if initial_epoch < config.epochs and not already_stopped:
         callbacks = _callbacks(config, state, run_dir, val_set, val_inputs, started, progress,
                                len(batches))
@@ -576,10 +624,17 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
             "dropout": config.dropout,
             "crop_jitter": {"min_zoom": MIN_ZOOM, "max_shift": MAX_SHIFT},
             "seed": config.seed,
+            "epoch_chosen_by": ("the best val video AUC" if config.select == "val_auc"
+                                else "none: the last epoch (val only reported)"),
+            "sampling": ("tempered over datasets (1/sqrt of each dataset's faces)"
+                         if config.balance == "dataset" else "uniform over faces"),
+            "fakes": ("SBI fakes only (the real fakes left out)" if config.fakes == "sbi"
+                      else "real fakes and SBI fakes"),
         },
         "calibration": {"threshold_on": "val video mean of face P(fake), max balanced accuracy",
                         "temperature_on": "val faces, min log loss"},
         "distillation": teacher.describe() if teacher is not None else None,
+        "started_from": _init_record(config.init),
         "wall_seconds": round(wall, 1),
     }
     card = save_model(model, config.out, threshold=calibration.threshold,
@@ -588,6 +643,15 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
           f"val video AUC {metrics['val_video_auc']}, threshold {calibration.threshold:.4f}, "
           f"temperature {calibration.temperature:.3f}", flush=True)
     return card
+
+
+def _init_record(path: str | None) -> dict | None:
+    if not path:
+        return None
+    from ..model_store import ModelCard
+
+    card = ModelCard.load(Path(path).with_suffix(".json"))
+    return {"model": card.name, "sha256": card.sha256}
 
 
 def _extract_settings(faces_dir: str) -> dict | None:
