@@ -422,3 +422,12 @@ def test_run_benchmark_end_to_end_and_from_cache(tmp_path, tiny_resnet_dir, monk
     assert again["videos"] == results["videos"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert not list(cache.rglob(".partial-*"))
+
+    # A clip that cannot be decoded to the end is left out and named; the rest is measured.
+    monkeypatch.setattr(bench, "apply", apply)
+    damaged = fixtures.make_corrupted_clip(tmp_path / "damaged.mp4")
+    with_damaged = run_benchmark([*videos, LabelledVideo(damaged, 1)], ["crf36", "half"], config,
+                                 lambda: pytest.fail("started an engine for cached reports"),
+                                 cache=cache)
+    assert len(with_damaged["left_out"]) == 1 and str(damaged) in with_damaged["left_out"][0]
+    assert with_damaged["transforms"] == results["transforms"]
