@@ -594,7 +594,8 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
         "backbone": config.backbone,
         "depth": config.depth,
         "input_size": config.input_size,
-        "weights": config.weights or "none",
+        # With --init, the chain's first weights (what the init model itself started from).
+        "weights": config.weights or _init_weights(config.init) or "none",
         "data": {
             "faces_dir": str(Path(config.faces).resolve()),
             "split": split_how,
@@ -643,6 +644,14 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
           f"val video AUC {metrics['val_video_auc']}, threshold {calibration.threshold:.4f}, "
           f"temperature {calibration.temperature:.3f}", flush=True)
     return card
+
+
+def _init_weights(path: str | None) -> str | None:
+    if not path:
+        return None
+    from ..model_store import ModelCard
+
+    return ModelCard.load(Path(path).with_suffix(".json")).training.get("weights")
 
 
 def _init_record(path: str | None) -> dict | None:
