@@ -227,3 +227,18 @@ def test_record_eval_fills_cards_table_and_the_gate_guards_default_and_members(
     assert main(["models", "check-quality", str(results), "--models-dir", str(zoo)]) == 1
     err = capsys.readouterr().err
     assert "real_leaning val AUC" in err and "ensemble" not in err
+
+
+def test_bootstrap_interval_is_the_percentile_of_resampled_aucs_ties_included():
+    from sklearn.metrics import roc_auc_score
+
+    from core.ensemble import bootstrap_auc_interval
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 30)
+    scores = np.round(rng.random(30), 1)          # many ties
+    draws = np.random.default_rng(0).integers(0, 30, size=(300, 30))
+    aucs = [roc_auc_score(labels[d], scores[d]) for d in draws if len(set(labels[d])) == 2]
+    expected = np.percentile(aucs, [2.5, 97.5])
+    assert bootstrap_auc_interval(labels, scores, resamples=300) == pytest.approx(tuple(expected))
+    assert bootstrap_auc_interval([1, 1, 1], [0.2, 0.5, 0.9]) is None
