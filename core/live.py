@@ -27,7 +27,7 @@ from .ensemble import choose as choose_ensemble
 from .faces import FaceDetector, square_crop
 from .model_store import Classifier
 from .tracking import iou
-from .views import parse_views, predict_views
+from .views import VIEW_TEXT, parse_views, predict_views
 
 FACE_ONLY_LABEL = "FACE"        # the label boxes get when no classifier is loaded
 RATE_WINDOW_SECONDS = 2.0       # frames per second are counted over this much recent time
@@ -49,6 +49,7 @@ class LiveSnapshot:
     faces: tuple[FaceBox, ...]      # the boxes being drawn now
     verdict_probability: float | None   # mean ensemble P(fake) of the faces in the window
     verdict_label: str | None       # REAL / FAKE / UNCERTAIN, None with no face in the window
+    reasons: tuple[str, ...]        # why UNCERTAIN although P(fake) is outside the band
     window_faces: int               # face scores the rolling verdict is made of
     window_seconds: float
     models: tuple[str, ...]
@@ -66,6 +67,7 @@ class LiveSnapshot:
                       for f in self.faces],
             "verdict_probability": self.verdict_probability,
             "verdict_label": self.verdict_label,
+            "reasons": list(self.reasons),
             "window_faces": self.window_faces,
             "window_seconds": self.window_seconds,
             "models": list(self.models),
@@ -140,7 +142,8 @@ class LiveAnalyzer:
         self._stopping = False
 
         self._faces: tuple[FaceBox, ...] = ()
-        self._window: deque[tuple[float, float]] = deque()   # (frame timestamp, ensemble P(fake))
+        # (frame timestamp, ensemble P(fake), ensemble P(fake) of each other view of the face)
+        self._window: deque[tuple[float, float, tuple[float, ...]]] = deque()
         self._frames_shown = 0
         self._frames_analyzed = 0
         self._shown_rate = _RateMeter()
@@ -201,17 +204,17 @@ class LiveAnalyzer:
                 pending, self._pending = self._pending, None
                 self._busy = True
             try:
-                faces, scores = self._analyse(pending.image)
+                faces, scores, view_scores = self._analyse(pending.image)
                 error = None
             except Exception as exc:  # one bad frame must not end the live session
-                faces, scores = None, ()
+                faces, scores, view_scores = None, (), ()
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             done = self._clock()
             with self._lock:
                 if faces is not None:
                     self._faces = self._tracked(faces, pending.timestamp)
-                    for score in scores:
-                        self._window.append((pending.timestamp, score))
+                    for score, views in zip(scores, view_scores):
+                        self._window.append((pending.timestamp, score, views))
                     self._latencies.append(done - pending.submitted)
                 self._error = error
                 newest = max(pending.timestamp, self._window[-1][0] if self._window else -math.inf)
@@ -222,33 +225,40 @@ class LiveAnalyzer:
                 self._busy = False
                 self._published.notify_all()
 
-    def _analyse(self, image: np.ndarray) -> tuple[list[FaceBox], list[float]]:
-        """Boxes (person ids not yet assigned) and the ensemble score of each face."""
+    def _analyse(self, image: np.ndarray
+                 ) -> tuple[list[FaceBox], list[float], list[tuple[float, ...]]]:
+        """Boxes (person ids not yet assigned), the ensemble score of each face (the mean over
+        its views, as in the video analysis) and its ensemble score in each other view."""
         detections = self.detector.detect(image)
         if not detections:
-            return [], []
+            return [], [], []
         if not self.classifiers:
             return [FaceBox(tuple(d.box), FACE_ONLY_LABEL, float(d.confidence), 0)
-                    for d in detections], []
+                    for d in detections], [], []
         crops_by_size = {
             size: np.stack([square_crop(image, d.box, margin=self.margin, size=size)
                             for d in detections])
             for size in {c.input_size for c in self.classifiers}
         }
-        calibrated = {}
+        calibrated, calibrated_views = {}, {}
         for classifier in self.classifiers:
-            # Each face's P(fake) is the mean over its views, as in the video analysis.
-            raw = predict_views(classifier, crops_by_size[classifier.input_size],
-                                self.views).mean(axis=0)
+            raw = predict_views(classifier, crops_by_size[classifier.input_size], self.views)
+            card = classifier.card
             calibrated[classifier.name] = np.atleast_1d(verdicts.calibrate(
-                raw, classifier.card.threshold, classifier.card.temperature))
+                raw.mean(axis=0), card.threshold, card.temperature))
+            calibrated_views[classifier.name] = np.atleast_2d(verdicts.calibrate(
+                raw[1:], card.threshold, card.temperature)) if self.views else None
         mix = choose_ensemble(list(calibrated), self.ensemble)
-        scores = np.array([mix.face_score({name: values[i] for name, values in calibrated.items()})
-                           for i in range(len(detections))])
+        scores = [mix.face_score({name: values[i] for name, values in calibrated.items()})
+                  for i in range(len(detections))]
+        view_scores = [tuple(mix.face_score({name: values[v, i]
+                                             for name, values in calibrated_views.items()})
+                             for v in range(len(self.views)))
+                       for i in range(len(detections))]
         faces = [FaceBox(tuple(float(v) for v in d.box), verdicts.label_for(p, self.band),
                          float(p), 0)
                  for d, p in zip(detections, scores)]
-        return faces, [float(p) for p in scores]
+        return faces, [float(p) for p in scores], view_scores
 
     def _tracked(self, faces: list[FaceBox], timestamp: float) -> tuple[FaceBox, ...]:
         """Give each face the id of the known face it overlaps most, else a new id, so a person
@@ -293,8 +303,20 @@ class LiveAnalyzer:
     def snapshot(self) -> LiveSnapshot:
         now = self._clock()
         with self._lock:
-            scores = [score for _, score in self._window]
+            scores = [score for _, score, _ in self._window]
             probability = float(np.mean(scores)) if scores else None
+            label = (verdicts.label_for(probability, self.band)
+                     if probability is not None else None)
+            reasons: tuple[str, ...] = ()
+            if label in ("REAL", "FAKE") and self.views:
+                # As in the video analysis: a verdict one view of the faces turns is UNCERTAIN.
+                view_means = np.mean([views for _, _, views in self._window], axis=0)
+                view_labels = [verdicts.label_for(float(p), self.band) for p in view_means]
+                if any(lab != label for lab in view_labels):
+                    reasons = ("the views of the faces disagree: " + "; ".join(
+                        f"{VIEW_TEXT[v]} say {lab} ({p:.2f})" for v, lab, p in
+                        zip(self.views, view_labels, view_means)),)
+                    label = "UNCERTAIN"
             return LiveSnapshot(
                 frames_shown=self._frames_shown,
                 frames_analyzed=self._frames_analyzed,
@@ -303,8 +325,8 @@ class LiveAnalyzer:
                 latency_ms=(1000.0 * float(np.mean(self._latencies))) if self._latencies else None,
                 faces=self._faces,
                 verdict_probability=probability,
-                verdict_label=(verdicts.label_for(probability, self.band)
-                               if probability is not None else None),
+                verdict_label=label,
+                reasons=reasons,
                 window_faces=len(scores),
                 window_seconds=self.window_seconds,
                 models=tuple(c.name for c in self.classifiers),

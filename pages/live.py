@@ -110,6 +110,8 @@ def live_stats() -> None:
         colour = VERDICT_COLOURS.get(snap.verdict_label, "gray")
         st.markdown(f"**Last {snap.window_seconds:g} s:** :{colour}[**{snap.verdict_label}**] "
                     f"P(fake) {snap.verdict_probability:.2f} over {snap.window_faces} face scores")
+        for reason in snap.reasons:
+            st.caption(f"Why UNCERTAIN: {reason}.")
     shown, analysed, rate, latency = st.columns(4)
     shown.metric("Frames shown", snap.frames_shown)
     analysed.metric("Frames processed", snap.frames_analyzed)

@@ -260,3 +260,23 @@ def test_a_forgotten_live_session_stops_its_worker(detector):
     del session
     gc.collect()
     assert not analyzer.running
+
+
+def test_views_that_agree_keep_the_verdict_and_views_that_disagree_make_it_uncertain(
+        detector, classifiers):
+    frame, _ = face_frame()
+    with LiveAnalyzer(detector, classifiers, band=0.1, views="flip,jpeg") as live:
+        live.process(frame, timestamp=0.0)
+        assert live.wait_for_analyses(1, timeout=WAIT)
+        snap = live.snapshot()
+        # Constant models score every view alike: the views agree, the verdict stands.
+        assert snap.verdict_label == "FAKE" and snap.reasons == ()
+        assert snap.verdict_probability == pytest.approx(ENSEMBLE_P, abs=1e-4)
+        # A window whose faces read FAKE as found but REAL mirrored: UNCERTAIN, and why.
+        with live._lock:
+            live._window.clear()
+            live._window.extend([(0.0, 0.8, (0.3, 0.8)), (0.1, 0.8, (0.3, 0.8))])
+        snap = live.snapshot()
+    assert snap.verdict_probability == pytest.approx(0.8)
+    assert snap.verdict_label == "UNCERTAIN"
+    assert len(snap.reasons) == 1 and "mirror images say REAL (0.30)" in snap.reasons[0]

@@ -174,3 +174,46 @@ def _tempdir_listing():
     import os
 
     return os.listdir(tempfile.gettempdir())
+
+
+def test_each_face_is_scored_in_every_view_and_its_score_is_their_mean(face_result, two_models,
+                                                                        face_clip, detector):
+    for face in face_result.faces:
+        for classifier in two_models:
+            views = face.views[classifier.name]
+            assert set(views) == {"original", "flip", "jpeg"}
+        assert set(face.views) == {c.name for c in two_models} | {ENSEMBLE}
+    # With no other view, the face's raw score is the crop's own: the mean of one view.
+    alone = analyze_video(face_clip, detector, two_models, AnalysisSettings(frames=8, views=""))
+    for with_views, crop_only in zip(face_result.faces, alone.faces):
+        for classifier in two_models:
+            name = classifier.name
+            assert crop_only.views[name] == {"original": pytest.approx(crop_only.scores[name])}
+            assert with_views.views[name]["original"] == pytest.approx(
+                crop_only.views[name]["original"], abs=1e-5)
+            card = classifier.card
+            mean_raw = np.mean([_raw(p, card.threshold, card.temperature)
+                                for p in with_views.views[name].values()])
+            assert with_views.raw[name] == pytest.approx(mean_raw, abs=1e-5)
+
+
+def _raw(calibrated, threshold, temperature):
+    """The network output behind a calibrated score (verdict.calibrate inverted)."""
+    logit = lambda p: np.log(p) - np.log1p(-p)  # noqa: E731
+    z = logit(calibrated) * temperature + logit(threshold)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def test_a_verdict_on_mostly_small_faces_is_uncertain_and_says_why(tmp_path, detector, face_clip):
+    make_tiny_model(tmp_path, "vgg16", name="sure", constant_output=0.9)
+    sure = load_models("all", tmp_path)
+    judged = analyze_video(face_clip, detector, sure, SETTINGS)
+    assert judged.verdict.label == "FAKE" and judged.verdict.reasons == []
+    # Every face of this clip is about 100 px wide: below a 500 px floor all of them are small.
+    small = analyze_video(face_clip, detector, sure,
+                          AnalysisSettings(frames=8, small_face_px=500))
+    assert small.verdict.probability == pytest.approx(judged.verdict.probability)
+    assert small.verdict.label == "UNCERTAIN"
+    assert small.verdict.reasons == [small.verdict.reasons[0]]
+    assert small.verdict.reasons[0].startswith("8 of the 8 faces are smaller than 500 px")
+    assert json.loads(small.to_json())["verdict"]["reasons"] == small.verdict.reasons
