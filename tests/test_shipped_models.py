@@ -14,7 +14,8 @@ from core.backbones import FAMILIES, get_spec
 from core.calibration import TEMPERATURE_RANGE
 from core.ensemble import load_ensemble
 from core.model_store import load_classifier
-from core.zoo import DEFAULT_MODELS_DIR, available_models, fitted_ensemble, zoo_markdown
+from core.zoo import (DEFAULT_MODELS_DIR, available_models, datasets_markdown, fitted_ensemble,
+                      zoo_markdown)
 
 MAX_MODEL_BYTES = 25 * 2**20
 MAX_FOLDER_BYTES = 80 * 2**20
@@ -63,9 +64,11 @@ def test_model_loads_checked_and_scores_a_face(name):
     assert scores.shape == (2,) and np.all((scores > 0) & (scores < 1))
 
 
-def test_zoo_table_in_the_readme_is_generated_from_the_cards():
+def test_zoo_tables_in_the_readme_are_generated_from_the_cards():
     readme = (Path(DEFAULT_MODELS_DIR) / "README.md").read_text(encoding="utf-8")
     assert zoo_markdown(DEFAULT_MODELS_DIR) in readme
+    per_dataset = datasets_markdown(DEFAULT_MODELS_DIR)
+    assert per_dataset.count("\n") >= 3 and per_dataset in readme
 
 
 def test_the_default_verdict_is_a_current_fitted_ensemble_no_worse_than_its_members():
