@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -206,11 +207,14 @@ def run(args, models_dir: Path) -> None:
     def best(fn):
         return min(fn() for _ in range(args.repeat))
 
-    def timed(models, annotated=None, ensemble=None):
+    def timed(models, annotated=None, ensemble=None, views=None):
+        chosen_settings = settings if views is None else replace(settings, views=views)
+
         def once():
             started = time.perf_counter()
-            once.result = analyze_video(args.video, detector, models, settings, keep_images=False,
-                                        annotated_path=annotated, ensemble=ensemble)
+            once.result = analyze_video(args.video, detector, models, chosen_settings,
+                                        keep_images=False, annotated_path=annotated,
+                                        ensemble=ensemble)
             return time.perf_counter() - started
         return once
 
@@ -219,6 +223,11 @@ def run(args, models_dir: Path) -> None:
     default_models = [c for c in classifiers if c.name in default_names]
     default = timed(models=default_models, ensemble=fitted_ensemble(models_dir))
     t_default = best(default)
+    # What the views cost: the same verdict on the crops alone, and with the mirror alone.
+    t_default_crops = best(timed(models=default_models, ensemble=fitted_ensemble(models_dir),
+                                 views=""))
+    t_default_flip = best(timed(models=default_models, ensemble=fitted_ensemble(models_dir),
+                                views="flip"))
     origin_five = [c for c in classifiers if get_spec(c.card.backbone).origin]
     five = timed(models=origin_five)
     t_five = best(five)
@@ -252,7 +261,10 @@ def run(args, models_dir: Path) -> None:
           + ")")
     rows = [
         ("decode only (baseline)", decode, None),
-        (f"default verdict ({len(default_models)} model(s))", t_default, 3),
+        (f"default verdict ({len(default_models)} model(s), views {settings.views or 'none'})",
+         t_default, 2),
+        ("  the same, the crops alone", t_default_crops, None),
+        ("  the same, crops and mirrors", t_default_flip, None),
         (f"verdict, one model ({chosen.name})", t_one, 3),
         (f"verdict, the {len(origin_five)} origin families + mean", t_five, 6),
         (f"verdict, all {len(classifiers)} models + ensemble", t_all, 6),

@@ -207,7 +207,7 @@ def cmd_robustness(args) -> int:
 
     from .evaluate import load_labels
     from .metrics import clean
-    from .robustness.bench import cache_root, format_results, run_benchmark
+    from .robustness.bench import cache_root, format_results, markdown_table, run_benchmark
     from .robustness.transforms import TRANSFORMS
 
     videos = load_labels(args.labels, split=args.split)
@@ -220,7 +220,7 @@ def cmd_robustness(args) -> int:
                                 cache=args.cache / "robustness" if args.cache else cache_root(),
                                 on_clip=lambda done, total: bar.update(done - bar.n))
     for model in args.show.split(",") if args.show else ["ensemble"]:
-        print(format_results(results, model.strip()))
+        print((markdown_table if args.markdown else format_results)(results, model.strip()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(clean(results), indent=2))
@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="cache folder (default $DEEPFAKE_CACHE or ~/.cache/deepfake-detector)")
     robustness.add_argument("--show", default=None,
                             help="comma-separated models to print a table for (default: ensemble)")
+    robustness.add_argument("--markdown", action="store_true", help="print the tables as markdown")
     _add_analysis_options(robustness)
     _add_engine_options(robustness)
     robustness.add_argument("--out", type=Path, default=None, help="write the results JSON here")

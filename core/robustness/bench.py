@@ -166,23 +166,40 @@ def score_change(untouched: Sequence[dict], transformed: Sequence[dict], name: s
             "flips": int(flips)}
 
 
-def format_results(results: dict, model: str = ENSEMBLE) -> str:
-    """One line per transform for one model (default: the ensemble, the default verdict)."""
+def _fmt(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) \
+        else f"{value:.3f}"
+
+
+def _rows(results: dict, model: str):
+    """Per transform: name, description, and the measured cells as text."""
     from ..metrics import count_text
 
-    def fmt(value) -> str:
-        return "  n/a" if value is None or (isinstance(value, float) and np.isnan(value)) \
-            else f"{value:.3f}"
-
-    lines = [f"{model}: band {results['band']:g}",
-             f"{'transform':<12} {'AUC':>6} {'real→FAKE':>10} {'fake→REAL':>10} "
-             f"{'|ΔP| all':>9} {'|ΔP| real':>9} {'flips':>6}  what"]
     for name, entry in results["transforms"].items():
         m = entry["models"][model]
         change = entry.get("change", {}).get(model, {})
-        lines.append(f"{name:<12} {fmt(m['auc']):>6} {count_text(m, 'real_called_fake'):>10} "
-                     f"{count_text(m, 'fake_called_real'):>10} "
-                     f"{fmt(change.get('mean_abs_change')):>9} "
-                     f"{fmt(change.get('mean_abs_change_real')):>9} "
-                     f"{change.get('flips', ''):>6}  {entry['description']}")
+        yield name, entry["description"], (
+            _fmt(m["auc"]), count_text(m, "real_called_fake"), count_text(m, "fake_called_real"),
+            _fmt(change.get("mean_abs_change")), _fmt(change.get("mean_abs_change_real")),
+            str(change.get("flips", "")))
+
+
+def format_results(results: dict, model: str = ENSEMBLE) -> str:
+    """One line per transform for one model (default: the ensemble, the default verdict)."""
+    lines = [f"{model}: band {results['band']:g}",
+             f"{'transform':<12} {'AUC':>6} {'real→FAKE':>10} {'fake→REAL':>10} "
+             f"{'|ΔP| all':>9} {'|ΔP| real':>9} {'flips':>6}  what"]
+    for name, description, (auc, rfake, freal, change, change_real, flips) in _rows(results, model):
+        lines.append(f"{name:<12} {auc:>6} {rfake:>10} {freal:>10} {change:>9} {change_real:>9} "
+                     f"{flips:>6}  {description}")
     return "\n".join(lines)
+
+
+def markdown_table(results: dict, model: str = ENSEMBLE) -> str:
+    """The per-transform table of one model as markdown, for models/README.md."""
+    rows = ["| transform | AUC | real called FAKE | fake called REAL | mean abs. change of "
+            "P(fake), all clips | the same, real clips | verdicts changed |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, description, cells in _rows(results, model):
+        rows.append(f"| {name}: {description} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
