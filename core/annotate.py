@@ -102,9 +102,13 @@ def _draw_faces_i420(data: np.ndarray, width: int, height: int, faces: list[Face
     """Draw on an I420 frame in place, converting only the window around each face to RGB and
     back: a whole 1080p frame would cost two full colour conversions per frame."""
     thickness, font_scale = _style(height, width)
-    y_plane = data[:height]
-    u_plane = data[height:height + height // 4].reshape(height // 2, width // 2)
-    v_plane = data[height + height // 4:].reshape(height // 2, width // 2)
+    # The planes are cut from the flat buffer: as rows of `width`, a chroma plane of a frame
+    # whose height is not a multiple of 4 (528x306) ends in the middle of a row.
+    flat = data.reshape(-1)
+    luma, quarter = height * width, (height // 2) * (width // 2)
+    y_plane = flat[:luma].reshape(height, width)
+    u_plane = flat[luma:luma + quarter].reshape(height // 2, width // 2)
+    v_plane = flat[luma + quarter:luma + 2 * quarter].reshape(height // 2, width // 2)
     for face in faces:
         x1, y1, x2, y2 = _clipped_box(face.box, width, height)
         if x2 <= x1 or y2 <= y1:

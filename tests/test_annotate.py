@@ -168,3 +168,21 @@ def test_failure_leaves_no_file_behind(tmp_path, source):
                               lambda i: [])
     assert os.listdir(tmp_path) == ["notes.mp4"]
     assert set(os.listdir(tempfile.gettempdir())) - before == set()
+
+
+@pytest.mark.parametrize("size", [(528, 306), (640, 358), (1080, 1350)])
+def test_boxes_are_drawn_on_frames_whose_height_is_not_a_multiple_of_four(tmp_path, size):
+    # A 528x306 webcam clip failed here: its chroma planes end in the middle of a buffer row.
+    width, height = size
+    frames = 6
+    src = fixtures.make_face_clip(tmp_path / "clip.mp4", frames=frames, size=size, face_size=120)
+    truth = fixtures.face_positions(frames, size)
+    out = tmp_path / "annotated.mp4"
+    written = write_annotated_video(
+        src, out, lambda index: [FaceBox(truth[index][0], "FAKE", 0.9, 0)], max_long_side=0)
+    assert (written["width"], written["height"], written["frames"]) == (width, height, frames)
+    _, decoded = _decode(out)
+    assert len(decoded) == frames
+    x1, y1, x2, y2 = (int(round(v)) for v in truth[3][0])
+    assert _near(decoded[3][(y1 + y2) // 2, x1], RED), decoded[3][(y1 + y2) // 2, x1]
+    assert _near(decoded[3][y2, (x1 + x2) // 2], RED)
