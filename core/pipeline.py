@@ -289,9 +289,14 @@ def analyze_video(
             report("annotate", index / total)
             return boxes_at(index)
 
-        written = write_annotated_video(path, annotated_path, faces_at, info=info,
-                                        max_long_side=settings.annotated_long_side or None)
-        result.annotated_video = str(written["path"])
+        try:
+            written = write_annotated_video(path, annotated_path, faces_at, info=info,
+                                            max_long_side=settings.annotated_long_side or None)
+            result.annotated_video = str(written["path"])
+        except Exception as error:  # noqa: BLE001 - the verdict above stands without the video
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            result.warnings.append(f"the annotated video could not be written ({detail}); the "
+                                   "verdict, timeline and reports do not depend on it")
         timings["annotate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     return result

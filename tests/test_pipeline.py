@@ -217,3 +217,22 @@ def test_a_verdict_on_mostly_small_faces_is_uncertain_and_says_why(tmp_path, det
     assert small.verdict.reasons == [small.verdict.reasons[0]]
     assert small.verdict.reasons[0].startswith("8 of the 8 faces are smaller than 500 px")
     assert json.loads(small.to_json())["verdict"]["reasons"] == small.verdict.reasons
+
+
+def test_a_failed_annotation_keeps_the_verdict_and_says_what_was_not_drawn(
+        face_clip, detector, two_models, tmp_path, monkeypatch, face_result):
+    import core.pipeline
+
+    def broken(*args, **kwargs):
+        raise ValueError("cannot reshape array of size 40128 into shape (153,264)")
+
+    monkeypatch.setattr(core.pipeline, "write_annotated_video", broken)
+    result = analyze_video(face_clip, detector, two_models, SETTINGS,
+                           annotated_path=tmp_path / "annotated.mp4")
+    assert result.annotated_video is None
+    assert result.verdict.probability == pytest.approx(face_result.verdict.probability)
+    assert len(result.faces) == len(face_result.faces)
+    assert result.warnings == ["the annotated video could not be written (cannot reshape array "
+                               "of size 40128 into shape (153,264)); the verdict, timeline and "
+                               "reports do not depend on it"]
+    assert json.loads(result.to_json())["warnings"] == result.warnings
