@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -164,12 +163,10 @@ def format_report(report: dict) -> str:
     """The table printed by `evaluate`: per model, pooled then per dataset, the AUC with its
     bootstrap 95 % interval, log loss, ECE, real clips called FAKE and fake clips called REAL
     (outside the UNCERTAIN band), the share decided and the accuracy on those."""
-    def fmt(value) -> str:
-        return "  n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    from .metrics import count_text
+    from .metrics import number_text as fmt
 
     def line(label: str, m: dict) -> str:
-        from .metrics import count_text
-
         interval = m.get("auc_ci95")
         interval = f"[{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "n/a"
         return (f"{label:<36} {fmt(m['auc']):>6} {interval:>12} {fmt(m['log_loss']):>8} "

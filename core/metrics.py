@@ -112,6 +112,12 @@ def clean(value):
     return value
 
 
+def number_text(value) -> str:
+    """A measure as tables print it: three decimals, "n/a" for one the set cannot have."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.3f}"
+
+
 def count_text(metrics: dict, key: str) -> str:
     """"3/17" for real_called_fake (of the real clips) or fake_called_real (of the fakes)."""
     of = metrics["real_videos"] if key == "real_called_fake" else metrics["fake_videos"]

@@ -166,14 +166,10 @@ def score_change(untouched: Sequence[dict], transformed: Sequence[dict], name: s
             "flips": int(flips)}
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) \
-        else f"{value:.3f}"
-
-
 def _rows(results: dict, model: str):
     """Per transform: name, description, and the measured cells as text."""
     from ..metrics import count_text
+    from ..metrics import number_text as _fmt
 
     for name, entry in results["transforms"].items():
         m = entry["models"][model]
