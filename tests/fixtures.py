@@ -120,7 +120,7 @@ def render_frame(index: int, *, frames: int = 48, size: tuple[int, int] = (640, 
 
 def _encode(path: Path, images: Iterable[np.ndarray], *, fps: float, codec: str,
             rotation: int = 0, times: list[float] | None = None,
-            keyint: int | None = None) -> Path:
+            keyint: int | None = None, pix_fmt: str = "yuv420p") -> Path:
     path = Path(path)
     container_format = CONTAINER_BY_SUFFIX.get(path.suffix.lower())
     if container_format is None:
@@ -140,7 +140,7 @@ def _encode(path: Path, images: Iterable[np.ndarray], *, fps: float, codec: str,
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream(codec, rate=rate, options=options)
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = pix_fmt
         if times is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         if turns:
@@ -164,7 +164,8 @@ def _encode(path: Path, images: Iterable[np.ndarray], *, fps: float, codec: str,
 
 def make_face_clip(path, *, frames: int = 48, size: tuple[int, int] = (640, 360), fps: float = 24,
                    faces: int = 1, codec: str = "libx264", rotation: int = 0,
-                   face_size: int = 150, vfr: bool = False, keyint: int | None = None) -> Path:
+                   face_size: int = 150, vfr: bool = False, keyint: int | None = None,
+                   pix_fmt: str = "yuv420p") -> Path:
     """A clip of the astronaut's face (or two of them) moving over a textured background.
     `size` is the display size; with `rotation` the frames are stored turned and a display
     matrix says how to turn them back. Face boxes: `face_positions` with the same arguments."""
@@ -172,7 +173,7 @@ def make_face_clip(path, *, frames: int = 48, size: tuple[int, int] = (640, 360)
               for i in range(frames))
     times = frame_times(frames, fps, vfr=True) if vfr else None
     return _encode(Path(path), images, fps=fps, codec=codec, rotation=rotation, times=times,
-                   keyint=keyint)
+                   keyint=keyint, pix_fmt=pix_fmt)
 
 
 def make_blank_clip(path, frames: int = 24, size: tuple[int, int] = (320, 240),
