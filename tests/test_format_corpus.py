@@ -114,3 +114,28 @@ def test_the_cli_annotates_a_webcam_sized_clip_and_counts_it_analysed(tmp_path, 
         assert (stream.width, stream.height) == (528, 306)
         assert sum(1 for _ in container.decode(stream)) == FRAMES
     assert "failed" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("size, pix_fmt, rotation", [((528, 306), "yuv420p", 0),
+                                                      ((333, 251), "yuv444p", 0),
+                                                      ((360, 640), "yuv420p", 90)])
+def test_the_app_shows_the_verdict_and_the_annotated_video(tmp_path, tiny_resnet_dir, monkeypatch,
+                                                          size, pix_fmt, rotation):
+    import io
+
+    from tests.test_app import current, new_app, upload
+
+    monkeypatch.setenv("DEEPFAKE_MODELS_DIR", str(tiny_resnet_dir))
+    clip = fixtures.make_face_clip(tmp_path / "clip.mp4", frames=FRAMES, size=size,
+                                   pix_fmt=pix_fmt, rotation=rotation, face_size=min(size) // 2)
+    at = upload(new_app(frames=4), clip)
+    entry = current(at)
+    assert entry.result.verdict.label in ("REAL", "FAKE", "UNCERTAIN")
+    assert len(entry.result.faces) == len(entry.result.sampled) >= 4
+    assert entry.result.warnings == []
+    assert len(at.get("video")) == 1
+    with av.open(io.BytesIO(entry.annotated_mp4)) as container:
+        stream = container.streams.video[0]
+        upright = (stream.width, stream.height)
+        assert sum(1 for _ in container.decode(stream)) == FRAMES
+    assert upright == (size[0] - size[0] % 2, size[1] - size[1] % 2)
