@@ -27,7 +27,7 @@ from .ensemble import choose as choose_ensemble
 from .faces import FaceDetector, square_crop
 from .model_store import Classifier
 from .tracking import iou
-from .views import VIEW_TEXT, parse_views, predict_views
+from .views import disagreement, parse_views, predict_views
 
 FACE_ONLY_LABEL = "FACE"        # the label boxes get when no classifier is loaded
 RATE_WINDOW_SECONDS = 2.0       # frames per second are counted over this much recent time
@@ -311,12 +311,10 @@ class LiveAnalyzer:
             if label in ("REAL", "FAKE") and self.views:
                 # As in the video analysis: a verdict one view of the faces turns is UNCERTAIN.
                 view_means = np.mean([views for _, _, views in self._window], axis=0)
-                view_labels = [verdicts.label_for(float(p), self.band) for p in view_means]
-                if any(lab != label for lab in view_labels):
-                    reasons = ("the views of the faces disagree: " + "; ".join(
-                        f"{VIEW_TEXT[v]} say {lab} ({p:.2f})" for v, lab, p in
-                        zip(self.views, view_labels, view_means)),)
-                    label = "UNCERTAIN"
+                disagree = disagreement(label, dict(zip(self.views, map(float, view_means))),
+                                        self.band)
+                if disagree:
+                    reasons, label = (disagree,), "UNCERTAIN"
             return LiveSnapshot(
                 frames_shown=self._frames_shown,
                 frames_analyzed=self._frames_analyzed,

@@ -23,7 +23,7 @@ from .model_store import Classifier
 from .results import ENSEMBLE, NO_FACE, AnalysisResult, FaceResult, ModelVerdict, PersonResult
 from .settings import AnalysisSettings
 from .tracking import link_tracks
-from .views import ORIGINAL, VIEW_TEXT, parse_views, predict_views
+from .views import ORIGINAL, disagreement, parse_views, predict_views
 from .video import DecodeStats, Frame, probe, sample_frames
 
 ProgressCallback = Callable[[str, float], None]
@@ -246,14 +246,12 @@ def analyze_video(
         label = verdicts.label_for(probability, settings.band)
         reasons = []
         if label != "UNCERTAIN":
-            view_labels = {}
-            for view in views:
-                p_view = float(verdicts.aggregate_video(
+            disagree = disagreement(label, {
+                view: float(verdicts.aggregate_video(
                     _per_person(faces, lambda f: f.views[name][view]), rule=settings.rule))
-                view_labels[view] = (verdicts.label_for(p_view, settings.band), p_view)
-            if any(lab != label for lab, _ in view_labels.values()):
-                reasons.append("the views of the faces disagree: " + "; ".join(
-                    f"{VIEW_TEXT[v]} say {lab} ({p:.2f})" for v, (lab, p) in view_labels.items()))
+                for view in views}, settings.band)
+            if disagree:
+                reasons.append(disagree)
             if small:
                 reasons.append(small)
         verdict_by_model[name] = ModelVerdict(

@@ -53,3 +53,15 @@ def predict_views(classifier, crops: np.ndarray, views: tuple[str, ...]) -> np.n
     """Raw P(fake) of each face (columns) in each view (rows: the crops as they are, then each
     of `views`), from one predict call."""
     return classifier.predict(all_views(crops, views)).reshape(1 + len(views), len(crops))
+
+
+def disagreement(label: str, view_probabilities: dict[str, float], band: float) -> str | None:
+    """Why a REAL or FAKE verdict is UNCERTAIN: the sentence naming what each view says, when
+    any view's own verdict at this band differs from `label`; else None."""
+    from .verdict import label_for
+
+    view_labels = {v: label_for(p, band) for v, p in view_probabilities.items()}
+    if all(lab == label for lab in view_labels.values()):
+        return None
+    return "the views of the faces disagree: " + "; ".join(
+        f"{VIEW_TEXT[v]} say {view_labels[v]} ({p:.2f})" for v, p in view_probabilities.items())

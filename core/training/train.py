@@ -186,7 +186,7 @@ def dataset_balanced_weights(datasets: np.ndarray) -> np.ndarray:
     the square root of its size rather than its size: a small source (a few DeepFaceLive streams)
     is seen far more often than in proportion, without its few faces being repeated as often as
     the big sources' many."""
-    names, inverse, counts = np.unique(datasets, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(datasets, return_inverse=True, return_counts=True)
     weights = 1.0 / np.sqrt(counts[inverse].astype(np.float64))
     return weights / weights.sum()
 
@@ -589,13 +589,14 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
     }
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
     wall = state["seconds_before"] + time.monotonic() - started
+    started_from = _init_record(config.init)
     training = {
         **({"command": config.command} if config.command else {}),
         "backbone": config.backbone,
         "depth": config.depth,
         "input_size": config.input_size,
         # With --init, the chain's first weights (what the init model itself started from).
-        "weights": config.weights or _init_weights(config.init) or "none",
+        "weights": config.weights or (started_from or {}).get("weights") or "none",
         "data": {
             "faces_dir": str(Path(config.faces).resolve()),
             "split": split_how,
@@ -635,7 +636,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
         "calibration": {"threshold_on": "val video mean of face P(fake), max balanced accuracy",
                         "temperature_on": "val faces, min log loss"},
         "distillation": teacher.describe() if teacher is not None else None,
-        "started_from": _init_record(config.init),
+        "started_from": started_from,
         "wall_seconds": round(wall, 1),
     }
     card = save_model(model, config.out, threshold=calibration.threshold,
@@ -646,21 +647,14 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
     return card
 
 
-def _init_weights(path: str | None) -> str | None:
-    if not path:
-        return None
-    from ..model_store import ModelCard
-
-    return ModelCard.load(Path(path).with_suffix(".json")).training.get("weights")
-
-
 def _init_record(path: str | None) -> dict | None:
+    """The model a --init run started from, and the weights its own chain began with."""
     if not path:
         return None
     from ..model_store import ModelCard
 
     card = ModelCard.load(Path(path).with_suffix(".json"))
-    return {"model": card.name, "sha256": card.sha256}
+    return {"model": card.name, "sha256": card.sha256, "weights": card.training.get("weights")}
 
 
 def _extract_settings(faces_dir: str) -> dict | None:
