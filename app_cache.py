@@ -16,7 +16,7 @@ from core import zoo
 from core.ensemble import EnsembleCard
 from core.faces import FaceDetector
 from core.model_store import Classifier, ModelCard, load_classifier
-from core.pipeline import analyze_video, make_detector
+from core.pipeline import analyze_file, make_detector
 from core.settings import AnalysisSettings
 from core.threads import limit_threads
 
@@ -165,7 +165,7 @@ def analyze_upload(upload: app_state.Upload, names: Sequence[str], settings: Ana
     ensemble = ensemble_for(ensemble_mode)
 
     def analyze(path, **options):
-        return analyze_video(path, face_detector, loaded, settings, ensemble=ensemble, **options)
+        return analyze_file(path, face_detector, loaded, settings, ensemble=ensemble, **options)
 
     with analysis_queue().turn(on_wait):
         return app_state.analyze_upload(upload, analyze, settings, [c.name for c in loaded],

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import VideoError
+from core.image import annotated_file_name
 from core.results import AnalysisResult
 from core.settings import AnalysisSettings
 
@@ -27,6 +28,7 @@ STORE_KEY = "analyses"
 UPLOAD_KEY = "current_upload"
 
 VIDEO_TYPES = ("mp4", "mov", "avi", "mkv", "webm")
+PHOTO_TYPES = ("jpg", "jpeg", "png", "webp", "bmp")
 # Each stored analysis holds its gallery images (~3 MB a still); a few per session is plenty.
 MAX_STORED_ANALYSES = 3
 
@@ -37,7 +39,8 @@ class UploadTooLargeError(VideoError):
 
 @dataclass(frozen=True)
 class Upload:
-    """The video a person gave the app, kept so Compare can rerun it with other models."""
+    """The video or photo a person gave the app, kept so Compare can rerun it with other
+    models."""
     name: str
     data: bytes
     content_hash: str
@@ -50,6 +53,7 @@ class StoredAnalysis:
     content_hash: str
     result: AnalysisResult
     annotated_mp4: bytes | None
+    annotated_jpeg: bytes | None = None       # a photo's annotated copy
 
 
 def content_hash(data: bytes) -> str:
@@ -132,22 +136,23 @@ def analyze_upload(
     ensemble: str = "fitted",
 ) -> StoredAnalysis:
     """Write the upload into a temporary folder, analyse it with `analyze(path, annotated_path=...,
-    progress=...)`, keep the annotated MP4's bytes, and remove the folder before returning (also
-    when the analysis raises)."""
+    progress=...)`, keep the annotated copy's bytes (MP4 for a video, JPEG for a photo), and
+    remove the folder before returning (also when the analysis raises)."""
     with tempfile.TemporaryDirectory(prefix="deepfake-upload-") as folder:
         # The core's messages name the file, so it keeps the name the person knows it by.
         video_path = Path(folder) / safe_file_name(upload.name)
         video_path.write_bytes(upload.data)
-        annotated_path = Path(folder) / "annotated.mp4"
+        annotated_path = Path(folder) / annotated_file_name(video_path, "upload")
         result = analyze(video_path, annotated_path=annotated_path, progress=progress)
         annotated = annotated_path.read_bytes() if annotated_path.is_file() else None
     # The paths inside the result pointed into the folder just removed; reports name the upload.
-    result.annotated_video = None
+    result.annotated_video = result.annotated_image = None
     result.video = dataclasses.replace(result.video, path=upload.name)
+    photo = result.kind == "image"
     return StoredAnalysis(
         key=result_key(upload.content_hash, settings, model_names, ensemble),
         upload_name=upload.name, content_hash=upload.content_hash, result=result,
-        annotated_mp4=annotated)
+        annotated_mp4=None if photo else annotated, annotated_jpeg=annotated if photo else None)
 
 
 class AnalysisQueue:

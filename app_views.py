@@ -87,6 +87,34 @@ def timeline_figure(result: AnalysisResult, models: Sequence[str] | None = None,
     return figure
 
 
+def face_scores_figure(result: AnalysisResult, models: Sequence[str] | None = None,
+                       height: int = 340) -> go.Figure:
+    """A photo's faces: P(fake) of each person, one bar per model, against the threshold and
+    the UNCERTAIN band (a photo has no time axis for `timeline_figure`)."""
+    models = list(models or [result.primary])
+    persons = sorted(result.persons, key=lambda p: p.id)
+    figure = go.Figure()
+    for number, model in enumerate(models):
+        figure.add_trace(go.Bar(
+            x=[f"person {p.id}" for p in persons], y=[p.scores[model] for p in persons],
+            name=model, marker_color=_PALETTE[number % len(_PALETTE)],
+            hovertemplate="%{x}  P(fake)=%{y:.2f}<extra>" + html.escape(model) + "</extra>"))
+    _threshold_and_band(figure, result.settings.band)
+    figure.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, barmode="group",
+        yaxis={"title": "P(fake), calibrated", "range": [0, 1.02]},
+        legend={"orientation": "h", "y": -0.25})
+    return figure
+
+
+def scores_figure(result: AnalysisResult, models: Sequence[str] | None = None,
+                  height: int = 340) -> go.Figure:
+    """The scores over time for a video, per person for a photo."""
+    if result.kind == "image":
+        return face_scores_figure(result, models, height)
+    return timeline_figure(result, models, height)
+
+
 def clicked_frame(chart_event) -> int | None:
     """The frame_index of the first point selected on a timeline_figure chart (st.plotly_chart's
     on_select state), or None."""

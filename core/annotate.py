@@ -146,7 +146,8 @@ def _preset(width: int, height: int) -> str:
     return X264_PRESETS[-1][1]
 
 
-def _scaled(faces: list[FaceBox], sx: float, sy: float) -> list[FaceBox]:
+def scaled_boxes(faces: list[FaceBox], sx: float, sy: float) -> list[FaceBox]:
+    """The boxes in an image resized by sx horizontally and sy vertically."""
     if sx == 1.0 and sy == 1.0:
         return faces
     return [FaceBox(box=(f.box[0] * sx, f.box[1] * sy, f.box[2] * sx, f.box[3] * sy),
@@ -186,7 +187,7 @@ def write_annotated_video(src_path, out_path, faces_at: Callable[[int], list[Fac
                     stream.codec_context.color_range = frame.color_range
                 faces = faces_at(frame.index)
                 if faces:
-                    _draw_faces_i420(frame.data, width, height, _scaled(faces, sx, sy))
+                    _draw_faces_i420(frame.data, width, height, scaled_boxes(faces, sx, sy))
                 video_frame = av.VideoFrame.from_ndarray(frame.data, format="yuv420p")
                 video_frame.pts = frames
                 video_frame.time_base = 1 / rate

@@ -56,13 +56,18 @@ def _settings(args):
                             small_face_px=args.small_face_px)
 
 
-def find_videos(paths: list[Path]) -> list[Path]:
+def find_videos(paths: list[Path], photos: bool = False) -> list[Path]:
+    """The files named and, in the folders named, every video (and with `photos`, every photo)."""
+    from .image import IMAGE_SUFFIXES
+
+    suffixes = VIDEO_SUFFIXES | (set(IMAGE_SUFFIXES) if photos else set())
     videos: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
             if not found:
-                raise NoVideosFoundError(f"no videos in folder {path}")
+                raise NoVideosFoundError(f"no videos{' or photos' if photos else ''} in folder "
+                                         f"{path}")
             videos.extend(found)
         elif path.exists():
             videos.append(path)
@@ -140,7 +145,7 @@ def cmd_analyze(args) -> int:
     from .scan.run import scan_to_folder
 
     out_dir: Path = args.out
-    jobs = plan(find_videos(args.paths))
+    jobs = plan(find_videos(args.paths, photos=True))
     config = _scanner_config(args, annotate_dir=out_dir if args.annotate else None,
                              threads=args.threads)
     start_engine = _engine_starter(args, config)
@@ -159,7 +164,7 @@ def cmd_analyze(args) -> int:
         return 130
     skipped = sum(o.skipped for o in outcomes)
     failed = sum(o.failed for o in outcomes)
-    print(f"wrote {out_dir}/ (a JSON and a CSV per video, {SUMMARY})"
+    print(f"wrote {out_dir}/ (a JSON and a CSV per file, {SUMMARY})"
           + (f"; {skipped} already done, kept" if skipped else "")
           + (f"; {failed} failed" if failed else ""))
     return 2 if failed else 0
@@ -348,14 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Deepfake video detector")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    analyze = commands.add_parser("analyze", help="score videos: a JSON and a CSV per video")
-    analyze.add_argument("paths", nargs="+", type=Path, help="video files or folders")
+    analyze = commands.add_parser(
+        "analyze", help="score videos and photos: a JSON and a CSV per file")
+    analyze.add_argument("paths", nargs="+", type=Path,
+                         help="video or photo (JPEG, PNG, WebP, BMP) files, or folders of them")
     _add_analysis_options(analyze)
     _add_engine_options(analyze)
     analyze.add_argument("--out", type=Path, default=Path("out"),
                          help="output folder; a rerun over it keeps the reports already there")
     analyze.add_argument("--annotate", action="store_true",
-                         help="also write the annotated clip (H.264 MP4) per video")
+                         help="also write the annotated copy per file: H.264 MP4 for a video, "
+                              "JPEG for a photo")
     analyze.set_defaults(run=cmd_analyze)
 
     evaluate = commands.add_parser(

@@ -7,7 +7,7 @@ class DetectorError(Exception):
 
 
 class VideoError(DetectorError):
-    """The input is not a video we can analyse."""
+    """The input is not a video or photo we can analyse."""
 
 
 class EmptyFileError(VideoError):
@@ -32,6 +32,14 @@ class TooFewFramesError(VideoError):
 
 class VideoLimitError(VideoError):
     """The video is beyond a size or duration limit (a setting), checked before decoding it."""
+
+
+class ImageError(VideoError):
+    """A photo that cannot be analysed: not an image, damaged, or too small to hold a face."""
+
+
+class ImageLimitError(ImageError):
+    """A photo beyond the pixel limit (a setting), checked from its header before decoding."""
 
 
 class NoVideosFoundError(DetectorError):

@@ -222,13 +222,18 @@ class FaceDetector:
         return {name: fn.experimental_get_tracing_count()
                 for name, fn in zip(("pnet", "rnet", "onet"), (self._pnet, self._rnet, self._onet))}
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces in an H x W x 3 uint8 RGB image, best first, boxes clipped to the image."""
+    def detect(self, image: np.ndarray, *, long_side_at_least: int = 0) -> list[Detection]:
+        """Faces in an H x W x 3 uint8 RGB image, best first, boxes clipped to the image.
+        long_side_at_least: shrink the image to no less than this long side, whatever
+        detect_long_side says (a photo is searched once and can afford the pixels that each of
+        a clip's frames cannot)."""
         image = _checked_image(image)
         height, width = image.shape[:2]
         scale = 1.0
-        if self.detect_long_side is not None and max(height, width) > self.detect_long_side:
-            scale = self.detect_long_side / max(height, width)
+        long_side = (None if self.detect_long_side is None
+                     else max(self.detect_long_side, long_side_at_least))
+        if long_side is not None and max(height, width) > long_side:
+            scale = long_side / max(height, width)
         if scale < 1.0:
             small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
             small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)

@@ -1,4 +1,4 @@
-"""Video -> sampled frames -> faces -> persons -> scores per model -> verdict.
+"""Video (or photo) -> sampled frames -> faces -> persons -> scores per model -> verdict.
 
 Decoding runs in a thread ahead of detection (PyAV and TensorFlow both release the GIL), with a
 small bounded queue so memory stays flat however long the clip is.
@@ -15,10 +15,11 @@ import cv2
 import numpy as np
 
 from . import verdict as verdicts
-from .annotate import FaceBox, draw_faces, write_annotated_video
+from .annotate import FaceBox, draw_faces, scaled_boxes, write_annotated_video
 from .ensemble import EnsembleCard
 from .ensemble import choose as choose_ensemble
 from .faces import FaceDetector, square_crop
+from .image import is_image_file, read_image, write_jpeg
 from .model_store import Classifier
 from .results import ENSEMBLE, NO_FACE, AnalysisResult, FaceResult, ModelVerdict, PersonResult
 from .settings import AnalysisSettings
@@ -28,6 +29,9 @@ from .video import DecodeStats, Frame, probe, sample_frames
 
 ProgressCallback = Callable[[str, float], None]
 
+# A photo is searched for faces at up to this long side (a clip's frames at detect_long_side):
+# a face 120 px wide in a 4000 px group photo is 48 px there, above MTCNN's smallest face.
+PHOTO_DETECT_LONG_SIDE = 1600
 STILL_LONG_SIDE = 960   # gallery stills: enough to read a face box, small enough to keep 32 in memory
 GALLERY_CROP_SIZE = 160
 
@@ -112,6 +116,79 @@ def _downscale(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
+def _detect_and_crop(detector: FaceDetector, image: np.ndarray, frame_index: int,
+                     crop_sizes: Sequence[int], margin: float, crops: dict,
+                     long_side_at_least: int = 0) -> list:
+    """The faces of one frame; each one's square crop at every classifier's input size goes
+    into `crops` under (frame_index, position, size)."""
+    detections = detector.detect(image, long_side_at_least=long_side_at_least)
+    for d, detection in enumerate(detections):
+        for size in crop_sizes:
+            crops[(frame_index, d, size)] = square_crop(image, detection.box, margin=margin,
+                                                        size=size)
+    return detections
+
+
+def analyze_file(path: str | Path, detector: FaceDetector, classifiers: Sequence[Classifier],
+                 settings: AnalysisSettings = AnalysisSettings(), **options) -> AnalysisResult:
+    """A photo (JPEG, PNG, WebP, BMP) through `analyze_image`, anything else through
+    `analyze_video`; the same options and the same result either way."""
+    analyze = analyze_image if is_image_file(path) else analyze_video
+    return analyze(path, detector, classifiers, settings, **options)
+
+
+def analyze_image(
+    path: str | Path,
+    detector: FaceDetector,
+    classifiers: Sequence[Classifier],
+    settings: AnalysisSettings = AnalysisSettings(),
+    *,
+    annotated_path: str | Path | None = None,
+    keep_images: bool = True,
+    progress: ProgressCallback | None = None,
+    ensemble: EnsembleCard | None = None,
+) -> AnalysisResult:
+    """Analyse one photo as a clip of one frame: its faces, every model on each, the verdict by
+    the same rules; `annotated_path` gets a JPEG with the boxes (downscaled to the setting
+    annotated_long_side). Raises an `ImageError` for a file that is not a usable photo."""
+    if not classifiers:
+        raise ValueError("analyze_image needs at least one classifier")
+    report = _Progress(progress, annotated_path is not None)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    image, info, notes = read_image(path, max_pixels=settings.max_image_pixels)
+    timings["decode"] = time.perf_counter() - started
+    report("detect", 0.0)
+
+    t0 = time.perf_counter()
+    crops: dict[tuple[int, int, int], np.ndarray] = {}
+    detections = _detect_and_crop(detector, image, 0, sorted({c.input_size for c in classifiers}),
+                                  settings.margin, crops, PHOTO_DETECT_LONG_SIDE)
+    timings["detect"] = time.perf_counter() - t0
+    report("detect", 1.0)
+
+    result, tracks, face_keys = _judge(info, classifiers, settings, ensemble, [(0, 0.0)],
+                                       [(0, detections)], crops, timings, report)
+    result.warnings = notes
+    if keep_images:
+        _attach_gallery_images(result, {0: _downscale(image, STILL_LONG_SIDE)}, crops, face_keys)
+    if annotated_path is not None:
+        t0 = time.perf_counter()
+        shown, scale = _downscale(image, settings.annotated_long_side or max(image.shape[:2]))
+        boxes = _faces_at_frame(result, tracks)(0)
+        try:
+            write_jpeg(annotated_path, draw_faces(shown, scaled_boxes(boxes, scale, scale)))
+            result.annotated_image = str(annotated_path)
+        except Exception as error:  # noqa: BLE001 - the verdict above stands without the image
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            result.warnings.append(f"the annotated image could not be written ({detail}); the "
+                                   "verdict and reports do not depend on it")
+        report("annotate", 1.0)
+        timings["annotate"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    return result
+
+
 def analyze_video(
     path: str | Path,
     detector: FaceDetector,
@@ -164,11 +241,8 @@ def analyze_video(
                 raise item
             frame: Frame = item
             t0 = time.perf_counter()
-            detections = detector.detect(frame.image)
-            for d, detection in enumerate(detections):
-                for size in crop_sizes:
-                    crops[(frame.index, d, size)] = square_crop(
-                        frame.image, detection.box, margin=settings.margin, size=size)
+            detections = _detect_and_crop(detector, frame.image, frame.index, crop_sizes,
+                                          settings.margin, crops)
             detect_busy += time.perf_counter() - t0
             sampled.append((frame.index, frame.time))
             detections_per_frame.append((frame.index, detections))
@@ -182,6 +256,42 @@ def analyze_video(
     timings["detect"] = detect_busy
     timings["sample_and_detect"] = time.perf_counter() - stage_start
 
+    result, tracks, face_keys = _judge(info, classifiers, settings, ensemble, sampled,
+                                       detections_per_frame, crops, timings, report)
+    result.warnings = decode_warnings(stats, len(sampled), expected)
+    if keep_images:
+        _attach_gallery_images(result, stills, crops, face_keys)
+
+    # Stage 5 (optional): the whole clip with interpolated boxes, as H.264.
+    if annotated_path is not None:
+        t0 = time.perf_counter()
+        boxes_at = _faces_at_frame(result, tracks)
+        total = max(info.frame_count, 1)
+
+        def faces_at(index: int) -> list[FaceBox]:
+            report("annotate", index / total)
+            return boxes_at(index)
+
+        try:
+            written = write_annotated_video(path, annotated_path, faces_at, info=info,
+                                            max_long_side=settings.annotated_long_side or None)
+            result.annotated_video = str(written["path"])
+        except Exception as error:  # noqa: BLE001 - the verdict above stands without the video
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            result.warnings.append(f"the annotated video could not be written ({detail}); the "
+                                   "verdict, timeline and reports do not depend on it")
+        timings["annotate"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    return result
+
+
+def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
+           ensemble: EnsembleCard | None, sampled: list[tuple[int, float]],
+           detections_per_frame: list, crops: dict, timings: dict[str, float],
+           report: _Progress) -> tuple[AnalysisResult, list, list[tuple[int, int]]]:
+    """The stages after detection, the same for a clip's sampled frames and a photo's one
+    frame: persons, every model on every face, verdicts. Returns the result, the tracks and
+    each face's (frame_index, detection position)."""
     # Stage 2: persons. Each face that survives tracking gets a person id.
     t0 = time.perf_counter()
     tracks = link_tracks(detections_per_frame)
@@ -271,33 +381,9 @@ def analyze_video(
     result = AnalysisResult(
         video=info, settings=settings, models=names, primary=primary, sampled=sampled,
         faces=faces, persons=persons, verdicts=verdict_by_model, timings=timings,
-        ensemble={"kind": mix.kind, "weights": mix.weights},
-        warnings=decode_warnings(stats, len(sampled), expected))
+        ensemble={"kind": mix.kind, "weights": mix.weights})
+    return result, tracks, face_keys
 
-    if keep_images:
-        _attach_gallery_images(result, stills, crops, face_keys)
-
-    # Stage 5 (optional): the whole clip with interpolated boxes, as H.264.
-    if annotated_path is not None:
-        t0 = time.perf_counter()
-        boxes_at = _faces_at_frame(result, tracks)
-        total = max(info.frame_count, 1)
-
-        def faces_at(index: int) -> list[FaceBox]:
-            report("annotate", index / total)
-            return boxes_at(index)
-
-        try:
-            written = write_annotated_video(path, annotated_path, faces_at, info=info,
-                                            max_long_side=settings.annotated_long_side or None)
-            result.annotated_video = str(written["path"])
-        except Exception as error:  # noqa: BLE001 - the verdict above stands without the video
-            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-            result.warnings.append(f"the annotated video could not be written ({detail}); the "
-                                   "verdict, timeline and reports do not depend on it")
-        timings["annotate"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - started
-    return result
 
 
 def _per_person(faces: Sequence[FaceResult], score: Callable[[FaceResult], float]

@@ -63,6 +63,7 @@ class AnalysisResult:
     verdicts: dict[str, ModelVerdict]
     timings: dict[str, float]
     annotated_video: str | None = None
+    annotated_image: str | None = None         # a photo's annotated copy (JPEG)
     # What ENSEMBLE means here: {"kind": "fitted" | "mean", "weights": {model: weight}}.
     ensemble: dict = field(default_factory=dict)
     # What could not be read (damaged packets, frames that would not decode), for a person.
@@ -74,6 +75,11 @@ class AnalysisResult:
     @property
     def verdict(self) -> ModelVerdict:
         return self.verdicts[self.primary]
+
+    @property
+    def kind(self) -> str:
+        """What was analysed: "video", or "image" for a photo."""
+        return self.video.kind
 
     @property
     def no_face(self) -> bool:
@@ -89,6 +95,7 @@ class AnalysisResult:
 
     def to_dict(self) -> dict:
         return {
+            "kind": self.kind,
             "video": self.video.to_dict(),
             "settings": self.settings.to_dict(),
             "models": list(self.models),
@@ -101,6 +108,7 @@ class AnalysisResult:
             "sampled": [list(s) for s in self.sampled],
             "timings": dict(self.timings),
             "annotated_video": self.annotated_video,
+            "annotated_image": self.annotated_image,
             "ensemble": dict(self.ensemble),
             "warnings": list(self.warnings),
         }
@@ -109,16 +117,18 @@ class AnalysisResult:
         return json.dumps(self.to_dict(), indent=2)
 
     def faces_csv(self) -> str:
-        """One row per face: frame, person, box, and raw and calibrated score per model."""
+        """One row per face: the input and its kind, frame, person, box, and raw and calibrated
+        score per model."""
         score_names = [*self.models, ENSEMBLE]
-        header = ["video", "frame_index", "time", "person_id", "x1", "y1", "x2", "y2", "confidence"]
+        header = ["video", "kind", "frame_index", "time", "person_id", "x1", "y1", "x2", "y2",
+                  "confidence"]
         header += [f"raw_{m}" for m in self.models] + [f"p_{m}" for m in score_names]
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(header)
         for face in self.faces:
             writer.writerow(
-                [Path(self.video.path).name, face.frame_index, f"{face.time:.3f}", face.person_id]
+                [Path(self.video.path).name, self.kind, face.frame_index, f"{face.time:.3f}", face.person_id]
                 + [f"{v:.1f}" for v in face.box]
                 + [f"{face.confidence:.4f}"]
                 + [f"{face.raw[m]:.6f}" for m in self.models]

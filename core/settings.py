@@ -26,6 +26,9 @@ class AnalysisSettings:
     # (8K UHD, 33 megapixels, fits), and a clip's claimed length decides how it is sampled.
     max_frame_pixels: int = 36_000_000
     max_duration_s: float = 4 * 3600.0
+    # A photo's pixels, read from its header before decoding: 50 megapixels takes a 48 MP phone
+    # photo and refuses a decompression bomb (a few kB of PNG claiming gigapixels).
+    max_image_pixels: int = 50_000_000
 
     def __post_init__(self):
         if self.frames < 1:
@@ -39,8 +42,9 @@ class AnalysisSettings:
         from .views import parse_views
 
         parse_views(self.views)
-        if self.max_frame_pixels < 1 or not self.max_duration_s > 0:
-            raise ValueError("max_frame_pixels and max_duration_s must be positive")
+        if self.max_frame_pixels < 1 or self.max_image_pixels < 1 or not self.max_duration_s > 0:
+            raise ValueError("max_frame_pixels, max_image_pixels and max_duration_s must be "
+                             "positive")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -50,6 +50,8 @@ class VideoInfo:
     rotation: int       # degrees counter-clockwise the stored frames turn to display: 0/90/180/270
     codec: str
     container: str
+    # "video", or "image" for a photo: one frame, fps and duration 0, rotation from its EXIF
+    kind: str = "video"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,7 +84,7 @@ def _checked_path(path) -> Path:
     return path
 
 
-def _known_container(path: Path) -> str | None:
+def known_container(path: Path) -> str | None:
     with open(path, "rb") as handle:
         head = handle.read(16)
     for offset, magics, name in _SIGNATURES:
@@ -97,7 +99,7 @@ def _open(path: Path):
     except PermissionError:
         raise NotAVideoError(f"{path.name} cannot be read: permission denied") from None
     except (av.error.FFmpegError, ValueError, OSError) as error:
-        kind = _known_container(path)
+        kind = known_container(path)
         if kind == "MP4/MOV":
             raise CorruptVideoError(
                 f"{path.name} is truncated or damaged: its MP4 index (moov atom) is missing or "

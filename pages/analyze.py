@@ -1,4 +1,5 @@
-"""Analyze: upload a video, watch the stages, read the verdict, play and download the results."""
+"""Analyze: upload a video or a photo, watch the stages, read the verdict, see and download the
+annotated copy and the reports."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,21 +11,23 @@ import app_state
 import app_views
 from core.errors import DetectorError
 
-STAGE_TEXT = {"detect": "Finding faces in the sampled frames",
+STAGE_TEXT = {"detect": "Finding faces",
               "classify": "Scoring the faces with each model",
-              "annotate": "Writing the annotated video"}
+              "annotate": "Drawing the annotated copy"}
 
-st.title("Analyze a video")
-st.caption("Upload a clip; faces are found in evenly spaced frames, scored by each model, and "
-           "combined into one verdict. Settings are in the sidebar.")
+st.title("Analyze a video or photo")
+st.caption("Upload a clip or a photo; faces are found (in a clip's evenly spaced frames), scored "
+           "by each model, and combined into one verdict. Settings are in the sidebar.")
 
 settings = app_state.session_settings(st.session_state)
 model_names = st.session_state.get(app_state.MODELS_KEY, [])
 ensemble_mode = app_state.session_ensemble_mode(st.session_state)
 store = app_state.result_store(st.session_state)
 
-uploaded = st.file_uploader("Video file", type=list(app_state.VIDEO_TYPES), key="analyze_upload",
-                            help=f"Up to {st.get_option('server.maxUploadSize')} MB.")
+uploaded = st.file_uploader(
+    "Video or photo", type=[*app_state.VIDEO_TYPES, *app_state.PHOTO_TYPES], key="analyze_upload",
+    help=f"Up to {st.get_option('server.maxUploadSize')} MB; photos up to "
+         f"{settings.max_image_pixels / 1e6:.0f} megapixels.")
 
 if uploaded is not None:
     try:
@@ -39,7 +42,7 @@ if uploaded is not None:
         known = store.get(app_state.result_key(upload.content_hash, settings, model_names,
                                                ensemble_mode))
         if known is None:
-            bar = st.progress(0.0, text="Reading the video")
+            bar = st.progress(0.0, text="Reading the file")
             entry = app_cache.analyze_upload(
                 upload, model_names, settings, ensemble_mode=ensemble_mode,
                 progress=lambda stage, fraction: bar.progress(fraction, text=STAGE_TEXT[stage]),
@@ -54,7 +57,8 @@ if uploaded is not None:
 entry = store.current
 if entry is None:
     if uploaded is None:
-        st.info("Upload a video to start (mp4, mov, avi, mkv or webm).")
+        st.info("Upload a video (mp4, mov, avi, mkv or webm) or a photo (jpg, png, webp or bmp) "
+                "to start.")
     st.stop()
 
 result = entry.result
@@ -69,16 +73,21 @@ for reason in verdict.reasons:
     st.warning(f"Why UNCERTAIN: {reason}.", icon=":material/help:")
 for warning in result.warnings:
     st.warning(warning, icon=":material/broken_image:")
+photo = result.kind == "image"
 if result.no_face:
-    st.warning(f"No face found in the {len(result.sampled)} sampled frames, so there is nothing to "
-               "judge. Try more frames or a lower face confidence in the sidebar.")
+    where = "the photo" if photo else f"the {len(result.sampled)} sampled frames"
+    st.warning(f"No face found in {where}, so there is nothing to judge. Try a lower face "
+               "confidence in the sidebar" + ("." if photo else " or more frames."))
 else:
-    st.plotly_chart(app_views.timeline_figure(result), key="analyze_timeline")
+    st.plotly_chart(app_views.scores_figure(result), key="analyze_scores")
     st.page_link("pages/gallery.py", label="Open the gallery of frames and faces",
                  icon=":material/photo_library:")
 
 if entry.annotated_mp4:
     st.video(entry.annotated_mp4, format="video/mp4")
+if entry.annotated_jpeg:
+    st.image(entry.annotated_jpeg, caption=f"{entry.upload_name}, annotated", width="stretch",
+             alt=f"{entry.upload_name}, annotated")
 
 stem = Path(entry.upload_name).stem
 columns = st.columns(3)
@@ -86,6 +95,9 @@ with columns[0]:
     if entry.annotated_mp4:
         st.download_button("Annotated video (MP4)", entry.annotated_mp4, f"{stem}_annotated.mp4",
                            "video/mp4", key="download_mp4")
+    if entry.annotated_jpeg:
+        st.download_button("Annotated photo (JPEG)", entry.annotated_jpeg,
+                           f"{stem}_annotated.jpg", "image/jpeg", key="download_jpeg")
 with columns[1]:
     st.download_button("Report (JSON)", result.to_json(), f"{stem}.json", "application/json",
                        key="download_json")
@@ -94,5 +106,5 @@ with columns[2]:
                        key="download_csv")
 
 with st.expander("Details"):
-    st.write({"video": result.video.to_dict(), "settings": result.settings.to_dict(),
+    st.write({result.kind: result.video.to_dict(), "settings": result.settings.to_dict(),
               "models": result.models, "timings (s)": {k: round(v, 3) for k, v in result.timings.items()}})

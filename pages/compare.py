@@ -1,4 +1,4 @@
-"""Compare: the same video through every model and the ensemble, side by side."""
+"""Compare: the same video or photo through every model and the ensemble, side by side."""
 from __future__ import annotations
 
 import streamlit as st
@@ -13,7 +13,8 @@ st.title("Compare models")
 store = app_state.result_store(st.session_state)
 entry = store.current
 if entry is None:
-    st.info("Analyse a video on the Analyze page first; every model's view of it appears here.")
+    st.info("Analyse a video or photo on the Analyze page first; every model's view of it "
+            "appears here.")
     st.page_link("pages/analyze.py", label="Go to Analyze", icon=":material/movie:")
     st.stop()
 
@@ -42,8 +43,10 @@ if missing and upload is not None and upload.content_hash == entry.content_hash:
 
 result = entry.result
 names = [*result.models, ENSEMBLE]
+photo = result.kind == "image"
+pictures = "the photo" if photo else f"{len(result.sampled)} sampled frames"
 st.caption(f"{entry.upload_name}: {len(result.models)} models and their ensemble, "
-           f"{len(result.faces)} faces in {len(result.sampled)} sampled frames.")
+           f"{len(result.faces)} faces in {pictures}.")
 st.markdown(app_views.ensemble_text(result.ensemble))
 
 per_row = 3
@@ -58,11 +61,12 @@ for start in range(0, len(names), per_row):
                 seconds=verdict.seconds), unsafe_allow_html=True)
 
 if result.no_face:
-    st.warning("No face found in this video, so no model has anything to score.")
+    st.warning(f"No face found in this {'photo' if photo else 'video'}, so no model has anything "
+               "to score.")
     st.stop()
 
-st.subheader("P(fake) over the clip")
-st.plotly_chart(app_views.timeline_figure(result, models=names, height=420), key="compare_timeline")
+st.subheader("P(fake) per person" if photo else "P(fake) over the clip")
+st.plotly_chart(app_views.scores_figure(result, models=names, height=420), key="compare_timeline")
 
 left, right = st.columns(2)
 with left:
@@ -72,7 +76,7 @@ with left:
                     key="compare_agreement")
 with right:
     st.subheader("Time per model")
-    st.caption("Classifier time on this video's faces.")
+    st.caption(f"Classifier time on this {'photo' if photo else 'video'}'s faces.")
     st.plotly_chart(app_views.seconds_figure(result), key="compare_seconds")
 
 st.subheader("Validation metrics (from the model cards)")

@@ -1,4 +1,5 @@
-"""Gallery: the sampled frames with their boxes and every face crop, filterable, with Grad-CAM."""
+"""Gallery: the sampled frames (or the photo) with their boxes and every face crop, filterable,
+with Grad-CAM."""
 from __future__ import annotations
 
 import streamlit as st
@@ -15,38 +16,45 @@ COLUMNS = 4
 st.title("Gallery")
 entry = app_state.result_store(st.session_state).current
 if entry is None:
-    st.info("Analyse a video on the Analyze page first; its frames and faces appear here.")
+    st.info("Analyse a video or photo on the Analyze page first; its frames and faces appear "
+            "here.")
     st.page_link("pages/analyze.py", label="Go to Analyze", icon=":material/movie:")
     st.stop()
 
 result = entry.result
-st.caption(f"{entry.upload_name}: {len(result.stills)} sampled frames, {len(result.faces)} faces, "
+photo = result.kind == "image"
+pictures = "the photo" if photo else f"{len(result.stills)} sampled frames"
+st.caption(f"{entry.upload_name}: {pictures}, {len(result.faces)} faces, "
            f"{len(result.persons)} persons. Boxes and scores are from {result.primary}.")
 
-# A clicked timeline point opens its frame; the select box below does the same by hand.
 frame_choices = sorted(result.stills)
-if result.faces:
-    event = st.plotly_chart(app_views.timeline_figure(result, height=300), key="gallery_timeline",
-                            on_select="rerun", selection_mode="points")
-    clicked = app_views.clicked_frame(event)
-    # Only a new click moves the frame, so the slider stays free while a point is selected.
-    if clicked in frame_choices and st.session_state.get("gallery_clicked") != clicked:
-        st.session_state["gallery_frame"] = clicked
-    st.session_state["gallery_clicked"] = clicked
-
-if frame_choices:
-    time_of = dict(result.sampled)
-    if st.session_state.get("gallery_frame") not in frame_choices:
-        st.session_state["gallery_frame"] = frame_choices[0]
-    frame_index = st.select_slider(
-        "Frame", frame_choices, key="gallery_frame",
-        format_func=lambda i: f"{i} ({time_of.get(i, 0.0):.2f} s)")
-    st.image(result.stills[frame_index], caption=f"frame {frame_index} at "
-             f"{time_of.get(frame_index, 0.0):.2f} s", width="stretch")
+if photo:
+    if frame_choices:
+        st.image(result.stills[frame_choices[0]], caption=entry.upload_name, width="stretch")
+else:
+    # A clicked timeline point opens its frame; the select box below does the same by hand.
+    if result.faces:
+        event = st.plotly_chart(app_views.timeline_figure(result, height=300),
+                                key="gallery_timeline", on_select="rerun",
+                                selection_mode="points")
+        clicked = app_views.clicked_frame(event)
+        # Only a new click moves the frame, so the slider stays free while a point is selected.
+        if clicked in frame_choices and st.session_state.get("gallery_clicked") != clicked:
+            st.session_state["gallery_frame"] = clicked
+        st.session_state["gallery_clicked"] = clicked
+    if frame_choices:
+        time_of = dict(result.sampled)
+        if st.session_state.get("gallery_frame") not in frame_choices:
+            st.session_state["gallery_frame"] = frame_choices[0]
+        frame_index = st.select_slider(
+            "Frame", frame_choices, key="gallery_frame",
+            format_func=lambda i: f"{i} ({time_of.get(i, 0.0):.2f} s)")
+        st.image(result.stills[frame_index], caption=f"frame {frame_index} at "
+                 f"{time_of.get(frame_index, 0.0):.2f} s", width="stretch")
 
 st.subheader("Faces")
 if result.no_face:
-    st.warning("No face found in this video.")
+    st.warning(f"No face found in this {'photo' if photo else 'video'}.")
     st.stop()
 
 person_ids = sorted({face.person_id for face in result.faces})
@@ -91,9 +99,9 @@ for row_start in range(0, len(shown), COLUMNS):
             if key not in heatmaps:
                 heatmaps[key] = gradcam(classifier, crop)
             crop = overlay(crop, heatmaps[key])
+        where = "" if photo else f" · frame {face.frame_index} · {face.time:.2f} s"
         with column:
             st.image(crop, width="stretch",
-                     caption=f"person {face.person_id} · frame {face.frame_index} · "
-                             f"{face.time:.2f} s · {face.label} {face.score:.2f}")
+                     caption=f"person {face.person_id}{where} · {face.label} {face.score:.2f}")
 if len(faces) > len(shown):
     st.caption(f"{len(faces) - len(shown)} more faces match; raise 'Faces shown' to see them.")

@@ -358,3 +358,86 @@ def make_many_streams_clip(path, streams: int = 40, frames: int = 10) -> Path:
 def make_two_hour_clip(path) -> Path:
     """Two hours of small frames (160x120 at 1 fps, a keyframe a minute): long, not large."""
     return make_face_clip(path, frames=7200, size=(160, 120), fps=1, face_size=80, keyint=60)
+
+
+# --- Photos -----------------------------------------------------------------------------------
+
+# EXIF Orientation -> the transpose that turns the upright picture into the stored one (the
+# inverse of what a viewer applies to show it upright).
+_STORED_FOR_ORIENTATION = {
+    2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+    6: "ROTATE_90", 7: "TRANSVERSE", 8: "ROTATE_270"}
+
+
+def photo_face_box(size: tuple[int, int] = (640, 480), face_size: int = 200,
+                   corner: tuple[int, int] = (60, 40)) -> tuple[float, float, float, float]:
+    """The face box (x1, y1, x2, y2) in the upright photo that `make_face_photo` writes with the
+    same arguments."""
+    scale = face_size / (ASTRONAUT_CROP[2] - ASTRONAUT_CROP[0])
+    x, y = corner
+    fx1, fy1, fx2, fy2 = FACE_IN_CROP
+    return (x + fx1 * scale, y + fy1 * scale, x + fx2 * scale, y + fy2 * scale)
+
+
+def render_photo(size: tuple[int, int] = (640, 480), face_size: int = 200,
+                 corner: tuple[int, int] = (60, 40)) -> np.ndarray:
+    """The upright RGB picture: the astronaut's face off-centre (top left) on the background,
+    so a photo shown the wrong way round puts the face somewhere else."""
+    image = _background(*size).copy()
+    x, y = corner
+    image[y:y + face_size, x:x + face_size] = _face_patch(face_size)
+    return image
+
+
+def make_face_photo(path, *, size: tuple[int, int] = (640, 480), face_size: int = 200,
+                    corner: tuple[int, int] = (60, 40), orientation: int = 1,
+                    mode: str = "RGB", **save_options) -> Path:
+    """A photo in the format its suffix names (JPEG, PNG, WebP, BMP), stored turned or mirrored
+    as EXIF `orientation` says a viewer must undo; `mode` converts it first (L, RGBA, P, CMYK,
+    I;16). Upright it is `render_photo(size, face_size, corner)`."""
+    from PIL import Image
+
+    path = Path(path)
+    picture = Image.fromarray(render_photo(size, face_size, corner))
+    if orientation != 1:
+        picture = picture.transpose(getattr(Image.Transpose,
+                                            _STORED_FOR_ORIENTATION[orientation]))
+    if mode == "I;16":
+        grey = np.asarray(picture.convert("L"), dtype=np.uint16) * 257
+        picture = Image.fromarray(grey)
+    elif mode != "RGB":
+        picture = picture.convert(mode)
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        save_options["exif"] = exif
+    picture.save(path, **save_options)
+    return path
+
+
+def make_truncated_jpeg(path, keep: float = 0.5) -> Path:
+    """The first part of a face photo's JPEG, as an interrupted download leaves it."""
+    path = Path(path)
+    make_face_photo(path.with_suffix(".whole.jpg"))
+    data = path.with_suffix(".whole.jpg").read_bytes()
+    path.with_suffix(".whole.jpg").unlink()
+    path.write_bytes(data[:int(len(data) * keep)])
+    return path
+
+
+def make_png_header(path, width: int, height: int) -> Path:
+    """A PNG that claims width x height pixels in a few dozen bytes (one empty compressed row):
+    a decompression bomb's header, which an honest reader refuses before decoding anything."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    path = Path(path)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * (1 + 3 * min(width, 64))))
+                     + chunk(b"IEND", b""))
+    return path

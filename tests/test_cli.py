@@ -68,7 +68,7 @@ def test_bad_input_one_line_and_exit_2(tmp_path, tiny_resnet_dir, capsys, maker,
 def test_folder_without_videos(tmp_path, tiny_resnet_dir, capsys):
     (tmp_path / "notes.txt").write_text("hello")
     assert main(["analyze", str(tmp_path), "--models-dir", str(tiny_resnet_dir)]) == 2
-    assert "no videos in folder" in capsys.readouterr().err
+    assert "no videos or photos in folder" in capsys.readouterr().err
 
 
 def test_no_models_is_a_clear_error(tmp_path, clips, capsys):

@@ -47,12 +47,15 @@ class Outcome:
 
 def unique_stems(videos: Sequence[Path]) -> list[str]:
     """Output stems: the file's stem, or `parent_stem` where folders of DFDC or FF++ clips
-    reuse a name across sub-folders."""
+    reuse a name across sub-folders, with the suffix added where that still repeats (a.jpg and
+    a.png side by side)."""
     if len(videos) == 1:
         return [videos[0].stem]
     stems = [v.stem for v in videos]
-    return [v.stem if stems.count(v.stem) == 1 else "_".join(v.with_suffix("").parts[-2:])
-            for v in videos]
+    stems = [v.stem if stems.count(v.stem) == 1 else "_".join(v.with_suffix("").parts[-2:])
+             for v in videos]
+    return [stem if stems.count(stem) == 1 else f"{stem}_{v.suffix.lstrip('.').lower()}"
+            for v, stem in zip(videos, stems)]
 
 
 def plan(videos: Sequence[Path]) -> list[ScanJob]:
@@ -68,7 +71,8 @@ def completed(job: ScanJob, out_dir: Path, annotated: bool = False) -> Outcome |
     try:
         outcome = Outcome(job, report_json=json_path.read_text(), skipped=True, attempts=0)
         same_video = outcome.report["video"]["path"] == job.path
-        annotated_there = not annotated or Path(outcome.report["annotated_video"]).is_file()
+        copy = outcome.report.get("annotated_image") or outcome.report["annotated_video"]
+        annotated_there = not annotated or Path(copy).is_file()
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return outcome if same_video and annotated_there else None
@@ -81,13 +85,19 @@ def write_report(outcome: Outcome, out_dir: Path) -> None:
 
 
 def summary_row(outcome: Outcome) -> dict:
-    """The summary line of one video, from its report as written (fresh or from a past run)."""
+    """The summary line of one video or photo, from its report as written (fresh or from a past
+    run)."""
     if outcome.failed:
-        return {"path": outcome.job.path, "verdict": "ERROR", "probability": "", "persons": "",
-                "faces": "", "seconds": "", "error": outcome.error}
+        from ..image import is_image_file
+
+        return {"path": outcome.job.path,
+                "kind": "image" if is_image_file(outcome.job.path) else "video",
+                "verdict": "ERROR", "probability": "", "persons": "", "faces": "", "seconds": "",
+                "error": outcome.error}
     report = outcome.report
     verdict = report["verdict"]
-    return {"path": outcome.job.path, "verdict": verdict["label"],
+    return {"path": outcome.job.path, "kind": report.get("kind", "video"),
+            "verdict": verdict["label"],
             "probability": probability_text(verdict["probability"]),
             "persons": len(report["persons"]), "faces": len(report["faces"]),
             "seconds": f"{report['timings']['total']:.2f}", "error": "",

@@ -1,5 +1,6 @@
-"""One video in, its report texts out: the unit of work of both engines. A `VideoScanner` loads
-the face detector and the models once and then analyses as many videos as it is given."""
+"""One video or photo in, its report texts out: the unit of work of both engines. A
+`VideoScanner` loads the face detector and the models once and then analyses as many files as
+it is given."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ class ScannerConfig:
     models_dir: str | None = None        # None: the shipped models/
     ensemble: str = "fitted"             # 'fitted' or 'mean'
     settings: AnalysisSettings = field(default_factory=AnalysisSettings)
-    annotate_dir: str | None = None      # write STEM.annotated.mp4 here (a path workers see)
+    # write STEM.annotated.mp4 (a photo's: .jpg) here (a path workers see)
+    annotate_dir: str | None = None
     # TensorFlow threads per analysis; None keeps TensorFlow's default (every core). Scores
     # and boxes are the same to the last digit only between runs with equal thread counts:
     # oneDNN splits its sums by thread.
@@ -49,12 +51,13 @@ class VideoScanner:
         return [c.name for c in self.classifiers]
 
     def scan(self, job: ScanJob) -> Outcome:
-        from ..pipeline import analyze_video
+        from ..image import annotated_file_name
+        from ..pipeline import analyze_file
 
-        annotated = (Path(self.config.annotate_dir) / f"{job.stem}.annotated.mp4"
+        annotated = (Path(self.config.annotate_dir) / annotated_file_name(job.path, job.stem)
                      if self.config.annotate_dir else None)
         try:
-            result = analyze_video(job.path, self.detector, self.classifiers, self.config.settings,
+            result = analyze_file(job.path, self.detector, self.classifiers, self.config.settings,
                                    keep_images=False, ensemble=self.ensemble,
                                    annotated_path=annotated)
         except DetectorError as error:

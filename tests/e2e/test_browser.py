@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import wait_for_app
-from tests.fixtures import make_face_clip, make_truncated_mp4
+from tests.fixtures import make_face_clip, make_face_photo, make_truncated_jpeg, make_truncated_mp4
 
 pytestmark = pytest.mark.e2e
 
@@ -16,7 +16,7 @@ MODELS = ("tiny_efficientnetb7", "tiny_inceptionresnetv2", "tiny_inceptionv3", "
           "tiny_vgg16")
 CLIP_SIZE = (320, 240)
 VERDICT_TITLE = f"Verdict (mean of {len(MODELS)} models)"
-ANALYSIS_STAGES = re.compile(r"Finding faces|Scoring the faces|Writing the annotated video")
+ANALYSIS_STAGES = re.compile(r"Finding faces|Scoring the faces|Drawing the annotated copy")
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,10 @@ def clips(tmp_path_factory):
         "two_faces": make_face_clip(folder / "two_faces.mp4", frames=1440, size=(640, 360),
                                     faces=2, face_size=140),
         "truncated": make_truncated_mp4(folder / "truncated.mp4"),
+        # Stored on its side with EXIF orientation 6, as phones save portrait photos.
+        "photo": make_face_photo(folder / "profile.jpg", size=(480, 640), corner=(120, 200),
+                                 orientation=6, quality=92),
+        "truncated_photo": make_truncated_jpeg(folder / "cut.jpg"),
     }
 
 
@@ -126,6 +130,29 @@ def test_a_corrupt_upload_shows_its_message_and_a_good_one_then_works(new_page, 
     card = verdict_card(page)
     assert "1 person" in card
     assert page.get_by_test_id("stAlert").filter(has_text="truncated.mp4").count() == 0
+
+
+def test_a_photo_upload_shows_its_verdict_and_the_annotated_photo_upright(new_page, clips,
+                                                                        screenshots):
+    page = new_page()
+    upload(page, clips["truncated_photo"])
+    error = page.get_by_test_id("stAlertContentError").filter(has_text="cut.jpg")
+    error.wait_for()
+    assert "truncated" in error.inner_text()
+
+    upload(page, clips["photo"])
+    card = verdict_card(page)
+    assert re.search(r"\b(REAL|FAKE|UNCERTAIN)\b", card) and "1 person" in card, card
+    assert page.get_by_test_id("stAlert").filter(has_text="cut.jpg").count() == 0
+    picture = page.get_by_role("img", name="profile.jpg, annotated")
+    picture.wait_for()
+    picture.scroll_into_view_if_needed()
+    page.wait_for_function("() => [...document.images].some(i => i.alt === "
+                           "'profile.jpg, annotated' && i.complete && i.naturalWidth > 0)")
+    size = picture.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    assert size == [480, 640]                       # shown upright, as the phone meant it
+    page.get_by_role("button", name="Annotated photo (JPEG)").wait_for()
+    page.screenshot(path=str(screenshots / "analyze_photo.png"), full_page=True)
 
 
 def test_two_sessions_analysing_at_once_each_get_their_own_result(new_page, clips):
