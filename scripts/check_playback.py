@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
+ORIGIN = "http://playback.check"
 PLAY = """async v => {
   v.muted = true; v.playbackRate = 4;
   await v.play();
@@ -36,8 +37,15 @@ def main(argv=None) -> int:
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
                                             "--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page()
-        for video in args.videos:
-            page.set_content(f'<video src="{video.resolve().as_uri()}"></video>')
+        # Served from an http origin, as the app serves them (a page may not load file:// media).
+        files = {f"/{i}.mp4": video for i, video in enumerate(args.videos)}
+        page.route(f"{ORIGIN}/**", lambda route: route.fulfill(
+            path=str(files[route.request.url.removeprefix(ORIGIN)]), content_type="video/mp4")
+            if route.request.url.endswith(".mp4") else route.fulfill(
+            body="<!doctype html><video></video>", content_type="text/html"))
+        page.goto(f"{ORIGIN}/index.html")
+        for i, video in enumerate(args.videos):
+            page.locator("video").evaluate(f"v => {{ v.src = '/{i}.mp4'; }}")
             try:
                 seen = page.locator("video").evaluate(PLAY)
             except Exception as error:  # noqa: BLE001 - reported as this file's failure
