@@ -1,5 +1,7 @@
-"""The one place the app caches core objects for the whole server process: the face detector and
-each classifier are loaded once and shared by every browser session and the webcam threads (the
+"""The one place the app caches objects for the whole server process: the workers that analyse
+uploads (serving; the server itself loads no model for them), and, for what must run in the
+server (the webcam's frames, Grad-CAM heatmaps, evaluations started on the Models page), the face
+detector and each classifier, loaded once on first use and shared by every browser session (the
 core's Classifier serialises predict with a lock; FaceDetector is thread-safe)."""
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ from core import zoo
 from core.ensemble import EnsembleCard
 from core.faces import FaceDetector
 from core.model_store import Classifier, ModelCard, load_classifier
-from core.pipeline import analyze_file, make_detector
+from core.pipeline import make_detector
 from core.settings import AnalysisSettings
 from core.threads import limit_threads
+from serving import service
+from serving.protocol import AnalysisRequest
 
 MODELS_DIR_ENV = "DEEPFAKE_MODELS_DIR"
-SLOTS_ENV = "DEEPFAKE_ANALYSIS_SLOTS"
 THREADS_ENV = "DEEPFAKE_TF_THREADS"
 
 
@@ -63,7 +66,6 @@ def _freeze_what_is_loaded() -> None:
     gc.freeze()
 
 
-_leave_a_core_for_serving()
 _keep_keras_state_between_runs()
 _freeze_what_is_loaded()
 
@@ -120,6 +122,7 @@ def ensemble_for(mode: str) -> EnsembleCard | None:
 
 @st.cache_resource(show_spinner="Loading the face detector...", max_entries=4)
 def _detector(min_confidence: float, detect_long_side: int, min_face_size: int) -> FaceDetector:
+    _leave_a_core_for_serving()
     loaded = make_detector(AnalysisSettings(min_confidence=min_confidence,
                                             detect_long_side=detect_long_side,
                                             min_face_size=min_face_size))
@@ -134,6 +137,7 @@ def detector(settings: AnalysisSettings) -> FaceDetector:
 # Keyed by the card's sha256 too, so a model re-imported under the same name is loaded afresh.
 @st.cache_resource(show_spinner="Loading a model...", max_entries=16)
 def _classifier(card_path: str, sha256: str) -> Classifier:
+    _leave_a_core_for_serving()
     loaded = load_classifier(card_path)
     _freeze_what_is_loaded()
     return loaded
@@ -148,25 +152,32 @@ def classifiers(names: Sequence[str]) -> list[Classifier]:
 
 @st.cache_resource(show_spinner=False)
 def analysis_queue() -> app_state.AnalysisQueue:
-    """The server's one line for analyses: $DEEPFAKE_ANALYSIS_SLOTS at a time (default: one per
-    two cores, at least one)."""
-    default = max(1, (os.cpu_count() or 2) // 2)
-    return app_state.AnalysisQueue(int(os.environ.get(SLOTS_ENV) or default))
+    """The server's one line for analyses: as many at a time as there are worker slots
+    ($DEEPFAKE_ANALYSIS_SLOTS, default one per two cores, at least one)."""
+    return app_state.AnalysisQueue(service.slots())
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _analysis_workers(folder: str):
+    return service.start_workers(folder)
+
+
+def analysis_workers():
+    """The worker processes (or Ray actors, with $DEEPFAKE_RAY_ADDRESS) that run every upload's
+    analysis, so that the server process only serves pages; started one per slot on first use
+    and kept for the server's life (a worker whose server is gone sees its socket close and
+    exits)."""
+    return _analysis_workers(str(models_dir()))
 
 
 def analyze_upload(upload: app_state.Upload, names: Sequence[str], settings: AnalysisSettings,
                    progress=None, ensemble_mode: str = "fitted",
                    on_wait=None) -> app_state.StoredAnalysis:
-    """Analyse an upload with the cached detector and the named models, in turn with the other
-    sessions (on_wait(place in line) while waiting); the ensemble is the fitted one (when
-    ensemble_mode is "fitted" and all its members are named) or the mean."""
-    loaded = classifiers(names)
-    face_detector = detector(settings)
-    ensemble = ensemble_for(ensemble_mode)
-
-    def analyze(path, **options):
-        return analyze_file(path, face_detector, loaded, settings, ensemble=ensemble, **options)
-
+    """Analyse an upload with the named models in a worker, in turn with the other sessions
+    (on_wait(place in line) while waiting); the ensemble is the fitted one (when ensemble_mode
+    is "fitted" and all its members are named) or the mean. Raises a DetectorError with one
+    line for an unusable file, and a WorkerError when the worker died or hung meanwhile."""
+    request = AnalysisRequest(upload.name, upload.data, upload.content_hash, settings.to_dict(),
+                              tuple(names), ensemble_mode)
     with analysis_queue().turn(on_wait):
-        return app_state.analyze_upload(upload, analyze, settings, [c.name for c in loaded],
-                                        progress, ensemble=ensemble_mode)
+        return analysis_workers().analyze(request, progress)

@@ -255,6 +255,12 @@ def evaluation_rows(report: dict) -> list[dict]:
     return rows
 
 
+STAGE_TEXT = {"load": "Loading the face detector and the models",
+              "detect": "Finding faces",
+              "classify": "Scoring the faces with each model",
+              "annotate": "Drawing the annotated copy"}
+
+
 def queue_text(place: int) -> str:
     return (f"Waiting for the analyser: number {place} in line. Other uploads are being "
             "analysed; yours starts as soon as one finishes.")

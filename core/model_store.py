@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-import keras
-
-from core import backbones  # registers the custom preprocessing layer for safe_mode loading
 from core import atomic
 from core.errors import ChecksumMismatchError, ModelError, ModelNotFoundError
+
+if TYPE_CHECKING:   # Keras (and TensorFlow under it) is imported where a model is built or
+    import keras    # loaded: reading cards, as the app's server does, needs neither
 
 PREDICT_BATCH = 32
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 1024
@@ -130,6 +132,8 @@ def card_path_for(model_path) -> Path:
 
 
 def _preprocessing_of(model: keras.Model) -> str | None:
+    from core import backbones
+
     for layer in model.layers:
         if isinstance(layer, backbones.ImageNetPreprocessing):
             return layer.mode
@@ -141,6 +145,10 @@ def save_model(model: keras.Model, path, **card_fields) -> ModelCard:
 
     Card fields not given are taken from the model where it knows them (input size, params,
     preprocessing, and backbone/depth from a build_classifier name)."""
+    import keras
+
+    from core import backbones
+
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"model path must end in .keras: {path}")
@@ -271,6 +279,10 @@ def load_classifier(path_or_card) -> Classifier:
 def load_checked_model(path_or_card) -> tuple[keras.Model, ModelCard]:
     """The Keras model and its card, after checking the file against the card's sha256, loaded
     with safe_mode; on any Keras backend (Classifier's traced predict needs TensorFlow)."""
+    import keras
+
+    from core import backbones  # noqa: F401 - registers the preprocessing layer safe_mode loads
+
     card = _resolve_card(path_or_card)
     model_path = card.model_path
     if not model_path.is_file():

@@ -113,6 +113,24 @@ class AnalysisResult:
             "warnings": list(self.warnings),
         }
 
+    @classmethod
+    def from_dict(cls, report: dict) -> "AnalysisResult":
+        """The result a `to_dict` report describes (without the in-memory images)."""
+        from .video import VideoInfo
+
+        return cls(
+            video=VideoInfo(**report["video"]),
+            settings=AnalysisSettings.from_dict(report["settings"]),
+            models=list(report["models"]), primary=report["primary"],
+            sampled=[(int(i), float(t)) for i, t in report["sampled"]],
+            faces=[FaceResult(**{**f, "box": tuple(f["box"])}) for f in report["faces"]],
+            persons=[PersonResult(**p) for p in report["persons"]],
+            verdicts={name: ModelVerdict(**v) for name, v in report["verdicts"].items()},
+            timings=dict(report["timings"]), annotated_video=report.get("annotated_video"),
+            annotated_image=report.get("annotated_image"),
+            ensemble=dict(report.get("ensemble") or {}),
+            warnings=list(report.get("warnings") or []))
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 

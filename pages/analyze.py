@@ -11,9 +11,6 @@ import app_state
 import app_views
 from core.errors import DetectorError
 
-STAGE_TEXT = {"detect": "Finding faces",
-              "classify": "Scoring the faces with each model",
-              "annotate": "Drawing the annotated copy"}
 
 st.title("Analyze a video or photo")
 st.caption("Upload a clip or a photo; faces are found (in a clip's evenly spaced frames), scored "
@@ -45,7 +42,7 @@ if uploaded is not None:
             bar = st.progress(0.0, text="Reading the file")
             entry = app_cache.analyze_upload(
                 upload, model_names, settings, ensemble_mode=ensemble_mode,
-                progress=lambda stage, fraction: bar.progress(fraction, text=STAGE_TEXT[stage]),
+                progress=lambda stage, fraction: bar.progress(fraction, text=app_views.STAGE_TEXT[stage]),
                 on_wait=lambda place: bar.progress(0.0, text=app_views.queue_text(place)))
             bar.empty()
             store.put(entry)

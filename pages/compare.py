@@ -34,7 +34,8 @@ if missing and upload is not None and upload.content_hash == entry.content_hash:
             try:
                 store.put(app_cache.analyze_upload(
                     upload, names, settings, ensemble_mode=mode,
-                    progress=lambda stage, fraction: bar.progress(fraction, text=stage),
+                    progress=lambda stage, fraction: bar.progress(
+                        fraction, text=app_views.STAGE_TEXT[stage]),
                     on_wait=lambda place: bar.progress(0.0, text=app_views.queue_text(place))))
             except DetectorError as error:
                 st.error(str(error))

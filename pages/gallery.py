@@ -8,7 +8,6 @@ import app_cache
 import app_state
 import app_views
 from core.errors import DetectorError
-from core.gradcam import gradcam, overlay
 from core.verdict import LABELS
 
 COLUMNS = 4
@@ -79,6 +78,7 @@ if not shown:
 
 classifier = None
 if heatmap_model != "(off)":
+    from core.gradcam import gradcam, overlay      # Keras: only for the heatmaps
     try:
         classifier = app_cache.classifiers([heatmap_model])[0]
     except DetectorError as error:

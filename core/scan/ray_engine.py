@@ -30,7 +30,7 @@ class ScanEngineError(DetectorError):
     load the models)."""
 
 
-def _import_ray():
+def import_ray():
     try:
         import ray
     except ImportError:
@@ -55,6 +55,40 @@ class ScanActor:
         return self.scanner.scan(job)
 
 
+def _authenticate_like_ray_start() -> None:
+    """`ray start --head` turns on token authentication when this machine has a Ray token
+    (~/.ray/auth_token or $RAY_AUTH_TOKEN) and RAY_AUTH_MODE is unset; `ray.init(address=...)`
+    does not, and its connection is then refused. Joining takes the same decision `ray start`
+    took, through Ray's own function for it."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available)
+    except ImportError:         # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def start_or_join(address: str | None) -> None:
+    """Join the Ray cluster at `address`, or start a Ray of this machine's own (loopback only);
+    either way its workers import this checkout's `core`."""
+    ray = import_ray()
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
+    try:
+        if address:
+            _authenticate_like_ray_start()
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        else:
+            # "local": always a new instance, never a cluster that happens to run here.
+            # Loopback: a machine-local Ray has no reason to listen on the network.
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     log_to_driver=False, runtime_env=runtime_env,
+                     _node_ip_address="127.0.0.1")
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise ScanEngineError(f"could not start or join {where}: {error}") from None
+
+
 def default_workers(cpus: float, memory_bytes: float) -> int:
     """As many workers as there are CPUs, and no more than the memory holds."""
     return max(1, min(int(cpus), int(memory_bytes // WORKER_MEMORY_BYTES)))
@@ -69,14 +103,14 @@ class RayEngine:
 
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        ray = self._ray = _import_ray()
+        ray = self._ray = import_ray()
         # Each worker reserves as many CPUs as it runs TensorFlow threads (one by default).
         self.config = config if config.threads else replace(config, threads=1)
         self.max_attempts = max_attempts
         self.address = address
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            self._init_ray(address)
+            start_or_join(address)
         resources = ray.available_resources()
         threads = self.config.threads
         self.workers = workers or default_workers(resources.get("CPU", 1) / threads,
@@ -89,7 +123,7 @@ class RayEngine:
             ready = ray.get([a.ready.remote() for a in self.actors])
         except ray.exceptions.RayError as error:
             self.close()
-            raise ScanEngineError(f"Ray workers could not start: {_reason(error)}") from None
+            raise ScanEngineError(f"Ray workers could not start: {error_reason(error)}") from None
         self.pids = {actor: pid for actor, (pid, _) in zip(self.actors, ready)}
         self.model_names = ready[0][1]
 
@@ -97,24 +131,6 @@ class RayEngine:
         where = "a local Ray" if self._owns_ray and not self.address else "the Ray cluster"
         return (f"Ray engine: {self.workers} workers on {where}, "
                 f"{self.config.threads} TensorFlow thread(s) each")
-
-    def _init_ray(self, address: str | None) -> None:
-        ray = self._ray
-        # Workers import this checkout's `core` whatever their working directory.
-        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-            p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
-        try:
-            if address:
-                ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-            else:
-                # "local": always a new instance, never a cluster that happens to run here.
-                # Loopback: a machine-local Ray has no reason to listen on the network.
-                ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                         log_to_driver=False, runtime_env=runtime_env,
-                         _node_ip_address="127.0.0.1")
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            where = f"the Ray cluster at {address}" if address else "a local Ray"
-            raise ScanEngineError(f"could not start or join {where}: {error}") from None
 
     def _start_actor(self):
         return self._actor_class.remote(self.config)
@@ -142,7 +158,7 @@ class RayEngine:
                 # Killed every time it was tried: treated like an unusable video.
                 outcome = Outcome(job, video_error=True,
                                   error=f"its worker died on each of {attempts[job.index]} "
-                                        f"tries (last: {_reason(error)})")
+                                        f"tries (last: {error_reason(error)})")
             else:
                 idle.append(actor)
             outcome.attempts = attempts[job.index]
@@ -171,6 +187,6 @@ class RayEngine:
             self._ray.shutdown()
 
 
-def _reason(error: Exception) -> str:
+def error_reason(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return next((line.strip() for line in text if line.strip()), type(error).__name__)[:300]

@@ -50,16 +50,23 @@ class VideoScanner:
     def model_names(self) -> list[str]:
         return [c.name for c in self.classifiers]
 
+    def analyze(self, path, settings: AnalysisSettings | None = None, **options):
+        """One video or photo's AnalysisResult with the loaded detector and models: the
+        scanner's settings, or `settings` where a caller (the app's worker) has its own per
+        request (the detector's part of them must be the scanner's). Options as
+        pipeline.analyze_file's."""
+        from ..pipeline import analyze_file
+
+        return analyze_file(path, self.detector, self.classifiers,
+                            settings or self.config.settings, ensemble=self.ensemble, **options)
+
     def scan(self, job: ScanJob) -> Outcome:
         from ..image import annotated_file_name
-        from ..pipeline import analyze_file
 
         annotated = (Path(self.config.annotate_dir) / annotated_file_name(job.path, job.stem)
                      if self.config.annotate_dir else None)
         try:
-            result = analyze_file(job.path, self.detector, self.classifiers, self.config.settings,
-                                   keep_images=False, ensemble=self.ensemble,
-                                   annotated_path=annotated)
+            result = self.analyze(job.path, keep_images=False, annotated_path=annotated)
         except DetectorError as error:
             return Outcome(job, error=str(error), video_error=isinstance(error, VideoError))
         except Exception as error:  # noqa: BLE001 - one bad video must not end a long scan

@@ -1,0 +1,126 @@
+"""What travels between the app and its workers: a request (the upload's bytes, the session's
+settings, the models chosen) and a reply (the analysis as its JSON report, the gallery's images
+and the annotated copy as raw bytes, or a one-line error). Headers are JSON and payloads plain
+bytes, so nothing a worker sends can run code in the server (no pickle)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from app_state import StoredAnalysis
+from core.errors import DetectorError, VideoError
+from core.results import AnalysisResult
+
+Blobs = list[bytes]
+
+
+class WorkerError(DetectorError):
+    """The worker could not finish the analysis: it died, stopped answering or failed."""
+
+
+class WorkerLostError(WorkerError):
+    pass
+
+
+class WorkerTimeoutError(WorkerError):
+    pass
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    upload_name: str
+    data: bytes = field(repr=False)
+    content_hash: str
+    settings: dict                 # AnalysisSettings.to_dict()
+    models: tuple[str, ...]
+    ensemble: str = "fitted"
+
+    def header(self) -> dict:
+        return {"kind": "analyze", "upload_name": self.upload_name,
+                "content_hash": self.content_hash, "settings": self.settings,
+                "models": list(self.models), "ensemble": self.ensemble}
+
+    @classmethod
+    def from_message(cls, header: dict, blobs: Blobs) -> "AnalysisRequest":
+        return cls(header["upload_name"], blobs[0], header["content_hash"], header["settings"],
+                   tuple(header["models"]), header["ensemble"])
+
+
+def _array(array: np.ndarray, blobs: Blobs) -> dict:
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    blobs.append(array.tobytes())
+    return {"shape": list(array.shape), "blob": len(blobs) - 1}
+
+
+def _from_array(entry: dict, blobs: Blobs) -> np.ndarray:
+    return np.frombuffer(blobs[entry["blob"]], dtype=np.uint8).reshape(entry["shape"]).copy()
+
+
+def _optional(data: bytes | None, blobs: Blobs) -> int | None:
+    if data is None:
+        return None
+    blobs.append(data)
+    return len(blobs) - 1
+
+
+def encode_analysis(entry: StoredAnalysis) -> tuple[dict, Blobs]:
+    blobs: Blobs = []
+    result = entry.result
+    header = {
+        "kind": "result", "key": entry.key, "upload_name": entry.upload_name,
+        "content_hash": entry.content_hash, "report": result.to_dict(),
+        "stills": [[index, _array(image, blobs)] for index, image in result.stills.items()],
+        "crops": [[frame, person, _array(crop, blobs)]
+                  for (frame, person), crop in result.crops.items()],
+        "annotated_mp4": _optional(entry.annotated_mp4, blobs),
+        "annotated_jpeg": _optional(entry.annotated_jpeg, blobs),
+    }
+    return header, blobs
+
+
+def decode_analysis(header: dict, blobs: Blobs) -> StoredAnalysis:
+    result = AnalysisResult.from_dict(header["report"])
+    result.stills = {int(index): _from_array(image, blobs) for index, image in header["stills"]}
+    result.crops = {(int(frame), int(person)): _from_array(crop, blobs)
+                    for frame, person, crop in header["crops"]}
+
+    def optional(index):
+        return None if index is None else blobs[index]
+
+    return StoredAnalysis(key=header["key"], upload_name=header["upload_name"],
+                          content_hash=header["content_hash"], result=result,
+                          annotated_mp4=optional(header["annotated_mp4"]),
+                          annotated_jpeg=optional(header["annotated_jpeg"]))
+
+
+def error_reply(error: BaseException) -> dict:
+    """The one line a person reads for a failed analysis, and whether the input was at fault."""
+    if isinstance(error, DetectorError):
+        kind, message = ("input" if isinstance(error, VideoError) else "detector"), str(error)
+    else:
+        text = str(error).strip().splitlines()
+        kind = "internal"
+        message = (f"the analysis failed ({type(error).__name__}"
+                   + (f": {text[0][:300]}" if text else "") + ")")
+    return {"kind": "error", "error": kind, "message": message}
+
+
+def entry_from_reply(header: dict, blobs: Blobs) -> StoredAnalysis:
+    """The analysis a reply carries; an error reply raises what the analysis raised."""
+    if header["kind"] == "error":
+        raise (VideoError if header["error"] == "input" else DetectorError)(header["message"])
+    return decode_analysis(header, blobs)
+
+
+def send(connection: Connection, header: dict, blobs: Blobs = ()) -> None:
+    connection.send_bytes(json.dumps({**header, "blobs": len(blobs)}).encode())
+    for blob in blobs:
+        connection.send_bytes(blob)
+
+
+def receive(connection: Connection) -> tuple[dict, Blobs]:
+    header = json.loads(connection.recv_bytes())
+    return header, [connection.recv_bytes() for _ in range(header.pop("blobs"))]

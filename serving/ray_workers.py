@@ -1,0 +1,140 @@
+"""Analyses on a Ray cluster: one actor per slot, each an `Analyst` holding the detector and the
+models, joined through the scan's own Ray start-up (core.scan.ray_engine.start_or_join), so every
+node must see this checkout and its models/ at the same paths. The actor answers `state` while it
+analyses (two threads), which is how the app follows its progress and notices it has stopped
+answering. A dead or silent actor fails the analysis it had with one line and is replaced."""
+from __future__ import annotations
+
+import os
+import queue
+from collections.abc import Callable
+
+from app_state import StoredAnalysis
+from core.scan.ray_engine import error_reason, import_ray, start_or_join
+
+from .protocol import (AnalysisRequest, WorkerLostError, WorkerTimeoutError, entry_from_reply,
+                       error_reply)
+
+POLL_SECONDS = 0.5
+STARTUP_SECONDS = 180.0
+Progress = Callable[[str, float], None]
+
+
+class AnalystActor:
+    """Lives in a Ray worker process (`ray.remote` is applied when the workers start)."""
+
+    def __init__(self, models_dir: str | None, nice: int, threads: int):
+        if nice:
+            os.nice(nice)
+        from core.threads import limit_threads
+
+        from .analyst import Analyst
+
+        limit_threads(threads or os.cpu_count() or 1)
+        self.analyst = Analyst(models_dir)
+        self.progress: tuple[str, float] | None = None
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def state(self) -> tuple[str, float] | None:
+        return self.progress
+
+    def analyze(self, header: dict, data: bytes):
+        request = AnalysisRequest.from_message(header, [data])
+        self.progress = None
+
+        def progress(stage: str, fraction: float) -> None:
+            self.progress = (stage, fraction)
+
+        try:
+            return self.analyst.analyze(request, progress)
+        except Exception as error:  # noqa: BLE001 - every failure goes back as one line
+            return error_reply(error), []
+
+
+class RayWorkers:
+    name = "ray"
+
+    def __init__(self, address: str, models_dir: str | None = None, *, slots: int = 1,
+                 nice: int = 0, threads: int = 1, timeout: float = 15.0):
+        self._ray = import_ray()
+        self.address, self.timeout = address, timeout
+        self._owns_ray = not self._ray.is_initialized()
+        if self._owns_ray:
+            start_or_join(address)
+        self._actor_class = self._ray.remote(num_cpus=threads, max_restarts=0,
+                                             max_concurrency=2)(AnalystActor)
+        self._arguments = (models_dir, nice, threads)
+        self._free: queue.Queue = queue.Queue()
+        self.actors: list = []
+        for _ in range(slots):
+            self._free.put(None)        # an actor is started the first time its slot is used
+        self._pids: dict = {}
+
+    def _start_actor(self):
+        actor = self._actor_class.remote(*self._arguments)
+        self.actors.append(actor)
+        return actor
+
+    def _replace(self, actor):
+        self.actors.remove(actor)
+        self._pids.pop(actor, None)
+        try:
+            self._ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        return self._start_actor()
+
+    def analyze(self, request: AnalysisRequest, progress: Progress | None = None
+                ) -> StoredAnalysis:
+        ray = self._ray
+        actor = self._free.get() or self._start_actor()
+        try:
+            first = actor not in self._pids
+            result = actor.analyze.remote(request.header(), request.data)
+            shown = None
+            while True:
+                done, _ = ray.wait([result], timeout=POLL_SECONDS)
+                if done:
+                    header, blobs = ray.get(result)
+                    return entry_from_reply(header, blobs)
+                allowed = STARTUP_SECONDS if first else self.timeout
+                try:
+                    state = ray.get(actor.state.remote(), timeout=allowed)
+                    if first:
+                        self._pids[actor] = ray.get(actor.pid.remote(), timeout=allowed)
+                        first = False
+                except ray.exceptions.GetTimeoutError:
+                    actor = self._replace(actor)
+                    raise WorkerTimeoutError(
+                        f"the Ray analysis worker stopped answering for {allowed:.0f} s while "
+                        f"analysing {request.upload_name}; a fresh worker has been started: "
+                        "upload the file again") from None
+                if state is not None and state != shown and progress is not None:
+                    progress(*state)
+                    shown = state
+        except ray.exceptions.RayError as error:
+            actor = self._replace(actor)
+            raise WorkerLostError(
+                f"the Ray analysis worker died while analysing {request.upload_name} "
+                f"({error_reason(error)}); a fresh worker has been started: upload the file "
+                "again") from None
+        finally:
+            self._free.put(actor)
+
+    def pids(self) -> list[int]:
+        return list(self._pids.values())
+
+    def describe(self) -> str:
+        return f"Ray workers on the cluster at {self.address}"
+
+    def close(self) -> None:
+        for actor in list(self.actors):
+            try:
+                self._ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.actors = []
+        if self._owns_ray:
+            self._ray.shutdown()

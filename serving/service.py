@@ -1,0 +1,38 @@
+"""Which workers the app's analyses go to, from the environment:
+
+- DEEPFAKE_RAY_ADDRESS: a Ray cluster's address (HOST:PORT, or `auto`); unset: worker
+  processes on this machine.
+- DEEPFAKE_ANALYSIS_SLOTS: analyses at once (default: one per two cores, at least one).
+- DEEPFAKE_WORKER_NICE: how much lower a local worker's CPU priority is than the server's
+  (default 10).
+- DEEPFAKE_WORKER_THREADS: TensorFlow threads per worker (default: every core locally, 1 on Ray).
+- DEEPFAKE_WORKER_TIMEOUT: seconds of silence after which a worker is taken for hung (15)."""
+from __future__ import annotations
+
+import os
+
+RAY_ADDRESS_ENV = "DEEPFAKE_RAY_ADDRESS"
+SLOTS_ENV = "DEEPFAKE_ANALYSIS_SLOTS"
+NICE_ENV = "DEEPFAKE_WORKER_NICE"
+THREADS_ENV = "DEEPFAKE_WORKER_THREADS"
+TIMEOUT_ENV = "DEEPFAKE_WORKER_TIMEOUT"
+
+
+def slots() -> int:
+    return int(os.environ.get(SLOTS_ENV) or max(1, (os.cpu_count() or 2) // 2))
+
+
+def start_workers(models_dir: str | None):
+    """The app's workers as the environment asks for them; started lazily, one per slot."""
+    timeout = float(os.environ.get(TIMEOUT_ENV) or 15.0)
+    threads = int(os.environ.get(THREADS_ENV) or 0)
+    address = os.environ.get(RAY_ADDRESS_ENV)
+    if address:
+        from .ray_workers import RayWorkers
+
+        return RayWorkers(address, models_dir, slots=slots(), threads=threads or 1,
+                          timeout=timeout)
+    from .local import LocalWorkers
+
+    return LocalWorkers(models_dir, slots=slots(), nice=int(os.environ.get(NICE_ENV) or 10),
+                        threads=threads, timeout=timeout)

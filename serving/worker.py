@@ -1,0 +1,75 @@
+"""The local worker process: `python -m serving.worker --fd N` on one end of a socket the app
+holds the other end of. It lowers its own CPU priority, limits TensorFlow's threads, then
+analyses one request after another, telling the app its progress and, every second while it
+works, that it is alive. It exits when the app's end closes (the server stopped)."""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import threading
+from multiprocessing.connection import Connection
+
+from .protocol import AnalysisRequest, error_reply, receive, send
+
+HEARTBEAT_SECONDS = 1.0
+
+
+def serve(connection: Connection, models_dir: str | None) -> None:
+    from .analyst import Analyst
+
+    analyst = Analyst(models_dir)
+    sending = threading.Lock()
+
+    def say(header: dict, blobs=()) -> None:
+        with sending:
+            send(connection, header, blobs)
+
+    while True:
+        try:
+            header, blobs = receive(connection)
+        except (EOFError, OSError):
+            return
+        request = AnalysisRequest.from_message(header, blobs)
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(HEARTBEAT_SECONDS):
+                say({"kind": "alive"})
+
+        heart = threading.Thread(target=beat, name="heartbeat", daemon=True)
+        heart.start()
+        try:
+            reply, reply_blobs = analyst.analyze(
+                request, lambda stage, fraction: say(
+                    {"kind": "progress", "stage": stage, "fraction": fraction}))
+        except Exception as error:  # noqa: BLE001 - every failure goes back as one line
+            reply, reply_blobs = error_reply(error), []
+        finally:
+            done.set()
+            heart.join()
+        try:
+            say(reply, reply_blobs)
+        except (BrokenPipeError, OSError):
+            return
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--models-dir", default=None)
+    parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all cores)")
+    args = parser.parse_args(argv)
+    if args.nice:
+        os.nice(args.nice)
+    from core.threads import limit_threads
+
+    limit_threads(args.threads or os.cpu_count() or 1)
+    sock = socket.socket(fileno=args.fd)
+    serve(Connection(sock.detach()), args.models_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

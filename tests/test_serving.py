@@ -1,0 +1,272 @@
+"""Analyses outside the web server: the app's requests go to a worker process (or a Ray actor on a
+real Ray cluster started here), whose replies carry everything the pages show; a worker killed or
+hung mid-analysis fails that upload with one line in seconds and the next upload works."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import app_state
+from core.errors import VideoError
+from core.pipeline import analyze_file, make_detector
+from core.settings import AnalysisSettings
+from core.zoo import load_models
+from serving.local import LocalWorkers
+from serving.protocol import (AnalysisRequest, WorkerLostError, WorkerTimeoutError,
+                              decode_analysis, encode_analysis)
+from tests import fixtures
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = AnalysisSettings(frames=8)
+MODEL = "tiny_resnet50"
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serving_media")
+    return {
+        "clip": fixtures.make_face_clip(folder / "clip.mp4", frames=24, size=(320, 240),
+                                        face_size=120),
+        # Long enough (annotating 1440 frames takes seconds) to be killed in the middle of.
+        "long": fixtures.make_face_clip(folder / "long.mp4", frames=1440, size=(640, 360),
+                                        face_size=140),
+        "photo": fixtures.make_face_photo(folder / "photo.jpg", orientation=6),
+    }
+
+
+def request_for(path: Path, settings: AnalysisSettings = SETTINGS, name: str | None = None):
+    data = path.read_bytes()
+    return AnalysisRequest(name or path.name, data, app_state.content_hash(data),
+                           settings.to_dict(), (MODEL,), "fitted")
+
+
+@pytest.fixture(scope="module")
+def workers(tiny_resnet_dir):
+    pool = LocalWorkers(str(tiny_resnet_dir), slots=1, timeout=5.0)
+    yield pool
+    pool.close()
+
+
+def in_process(path: Path, models_dir) -> app_state.StoredAnalysis:
+    detector, classifiers = make_detector(SETTINGS), load_models("all", models_dir)
+    upload = app_state.Upload(path.name, path.read_bytes(), "h")
+    return app_state.analyze_upload(
+        upload, lambda p, **o: analyze_file(p, detector, classifiers, SETTINGS, **o), SETTINGS,
+        [MODEL])
+
+
+@pytest.mark.parametrize("kind", ["clip", "photo"])
+def test_a_reply_carries_the_whole_analysis_and_nothing_that_runs_code(media, tiny_resnet_dir,
+                                                                       kind):
+    entry = in_process(media[kind], tiny_resnet_dir)
+    header, blobs = encode_analysis(entry)
+    assert all(isinstance(b, bytes) for b in blobs)
+    back = decode_analysis(header, blobs)
+    assert back.result.to_dict() == entry.result.to_dict()
+    assert back.result.stills.keys() == entry.result.stills.keys()
+    for index, still in entry.result.stills.items():
+        assert np.array_equal(back.result.stills[index], still)
+    for key, crop in entry.result.crops.items():
+        assert np.array_equal(back.result.crops[key], crop)
+    assert (back.annotated_mp4, back.annotated_jpeg) == (entry.annotated_mp4,
+                                                          entry.annotated_jpeg)
+    assert back.result.faces_csv() == entry.result.faces_csv()
+
+
+def test_the_worker_is_another_process_at_a_lower_priority_and_gives_the_same_verdict(
+        workers, media, tiny_resnet_dir):
+    stages = []
+    entry = workers.analyze(request_for(media["clip"]), lambda s, f: stages.append(s))
+    [pid] = workers.pids()
+    assert pid != os.getpid()
+    assert os.getpriority(os.PRIO_PROCESS, pid) > os.getpriority(os.PRIO_PROCESS, 0)
+    assert {"detect", "classify", "annotate"} <= set(stages)
+    assert stages.index("detect") < stages.index("classify") < stages.index("annotate")
+    local = in_process(media["clip"], tiny_resnet_dir).result
+    assert entry.result.verdict.label == local.verdict.label
+    assert entry.result.verdict.probability == pytest.approx(local.verdict.probability, abs=1e-4)
+    assert len(entry.result.faces) == len(local.faces) and entry.annotated_mp4
+    assert len(entry.result.stills) == len(local.stills) > 0
+
+    photo = workers.analyze(request_for(media["photo"]))
+    assert photo.result.kind == "image" and photo.annotated_jpeg and not photo.annotated_mp4
+    assert workers.pids() == [pid]                  # one worker, kept between analyses
+
+
+def test_bad_input_comes_back_as_its_one_line(workers, tmp_path):
+    text = fixtures.make_text_file(tmp_path / "notes.mp4")
+    with pytest.raises(VideoError, match=r"^notes\.mp4 is not a video"):
+        workers.analyze(request_for(text))
+    bomb = fixtures.make_png_header(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(VideoError, match="max_image_pixels"):
+        workers.analyze(request_for(bomb))
+
+
+def kill_when(stage_wanted: str, pid_of, how=signal.SIGKILL):
+    """A progress callback that sends `how` to the worker at the first report of that stage,
+    and the time it did."""
+    sent = []
+
+    def progress(stage, fraction):
+        if stage == stage_wanted and not sent:
+            os.kill(pid_of(), how)
+            sent.append(time.monotonic())
+
+    return progress, sent
+
+
+def test_a_worker_killed_mid_analysis_fails_that_upload_in_seconds_and_is_replaced(
+        workers, media):
+    workers.analyze(request_for(media["clip"]))     # started and loaded
+    [before] = workers.pids()
+    progress, sent = kill_when("annotate", lambda: before)
+    with pytest.raises(WorkerLostError) as lost:
+        workers.analyze(request_for(media["long"]), progress)
+    assert time.monotonic() - sent[0] < 10
+    message = str(lost.value)
+    assert "killed" in message and "long.mp4" in message and "upload the file again" in message
+    assert len(message.splitlines()) == 1
+    entry = workers.analyze(request_for(media["clip"]))
+    assert entry.result.verdict.label in ("REAL", "FAKE", "UNCERTAIN")
+    [after] = workers.pids()
+    assert after != before
+
+
+def test_a_worker_that_stops_answering_is_given_up_after_the_timeout(workers, media):
+    workers.analyze(request_for(media["clip"]))
+    [before] = workers.pids()
+    progress, sent = kill_when("annotate", lambda: before, signal.SIGSTOP)
+    with pytest.raises(WorkerTimeoutError, match="stopped answering for 5 s"):
+        workers.analyze(request_for(media["long"]), progress)
+    assert 4 < time.monotonic() - sent[0] < 10
+    assert workers.analyze(request_for(media["clip"])).result.faces
+    assert workers.pids() != [before]
+
+
+def test_the_servers_modules_do_not_load_tensorflow():
+    code = ("import sys, app_cache, app_state, app_views, serving.local, serving.service\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_app_analyses_in_the_worker_and_survives_its_death(media, tiny_resnet_dir,
+                                                               monkeypatch):
+    import app_cache
+    from tests.test_app import current, new_app, upload
+
+    monkeypatch.setenv("DEEPFAKE_MODELS_DIR", str(tiny_resnet_dir))
+    at = new_app(frames=8)
+    upload(at, media["clip"])
+    assert not at.error and current(at).result.faces
+    [pid] = app_cache.analysis_workers().pids()
+    assert pid != os.getpid()
+
+    def kill_soon():
+        time.sleep(1.5)         # the long clip is being analysed by then
+        os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_soon)
+    killer.start()
+    started = time.monotonic()
+    upload(at, media["long"])
+    killer.join()
+    assert time.monotonic() - started < 1.5 + 10
+    [error] = at.error
+    assert "killed" in error.value and "long.mp4" in error.value
+    assert len(error.value.splitlines()) == 1 and current(at) is None
+    upload(at, media["photo"])
+    assert not at.error and current(at).result.kind == "image"
+    assert app_cache.analysis_workers().pids() != [pid]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A real Ray cluster of one head node on this machine, started with `ray start --head` on
+    the loopback address, stopped (its whole process group) after the tests."""
+    pytest.importorskip("ray")
+    port = _free_port()
+    temp = Path(os.path.realpath("/tmp")) / f"rayh{port}"    # Ray's socket paths must be short
+    log = tmp_path_factory.mktemp("ray_head") / "ray.log"
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+               "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+               "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(log, "w") as out:
+        head = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while "Ray runtime started" not in log.read_text():
+        assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.5)
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+
+
+@pytest.mark.slow
+def test_analyses_run_on_a_ray_cluster_and_survive_a_killed_actor(ray_head, media,
+                                                                  tiny_resnet_dir):
+    from serving.ray_workers import RayWorkers
+
+    pool = RayWorkers(ray_head, str(tiny_resnet_dir), slots=1, timeout=10.0)
+    try:
+        stages = []
+        entry = pool.analyze(request_for(media["clip"]), lambda s, f: stages.append(s))
+        local = in_process(media["clip"], tiny_resnet_dir).result
+        assert entry.result.verdict.label == local.verdict.label
+        assert len(entry.result.faces) == len(local.faces) and entry.annotated_mp4
+        assert "detect" in stages
+        [before] = pool.pids()
+        assert before != os.getpid()
+
+        progress, sent = kill_when("annotate", lambda: before)
+        with pytest.raises(WorkerLostError, match="long.mp4"):
+            pool.analyze(request_for(media["long"]), progress)
+        assert time.monotonic() - sent[0] < 10
+        assert pool.analyze(request_for(media["photo"])).result.kind == "image"
+        assert pool.pids() and pool.pids() != [before]
+    finally:
+        pool.close()
+
+
+@pytest.mark.slow
+def test_the_app_uses_the_ray_cluster_named_in_the_environment(ray_head, media, tiny_resnet_dir,
+                                                                monkeypatch):
+    import app_cache
+    from serving.ray_workers import RayWorkers
+    from tests.test_app import current, new_app, upload
+
+    monkeypatch.setenv("DEEPFAKE_RAY_ADDRESS", ray_head)
+    monkeypatch.setenv("DEEPFAKE_MODELS_DIR", str(tiny_resnet_dir))
+    app_cache._analysis_workers.clear()
+    try:
+        at = new_app(frames=8)
+        upload(at, media["clip"])
+        assert not at.error and current(at).result.faces
+        pool = app_cache.analysis_workers()
+        assert isinstance(pool, RayWorkers) and pool.pids()
+    finally:
+        app_cache.analysis_workers().close()
+        app_cache._analysis_workers.clear()
