@@ -52,6 +52,12 @@ class Analyst:
                 progress: Callable[[str, float], None] | None = None) -> tuple[dict, Blobs]:
         """The reply for one request: the analysis encoded (protocol.encode_analysis).
         Raises what the analysis raises."""
+        return encode_analysis(self.analyze_entry(request, progress))
+
+    def analyze_entry(self, request: AnalysisRequest,
+                      progress: Callable[[str, float], None] | None = None
+                      ) -> app_state.StoredAnalysis:
+        """The analysis of one request as the app stores it."""
         if progress is not None and not self.is_loaded(request):
             progress("load", 0.0)
         scanner = self.scanner(request)
@@ -61,6 +67,5 @@ class Analyst:
         def analyze(path, **options):
             return scanner.analyze(path, settings, **options)
 
-        entry = app_state.analyze_upload(upload, analyze, settings, scanner.model_names,
-                                         progress, ensemble=request.ensemble)
-        return encode_analysis(entry)
+        return app_state.analyze_upload(upload, analyze, settings, scanner.model_names,
+                                        progress, ensemble=request.ensemble)

@@ -2,6 +2,9 @@
 
 - DEEPFAKE_RAY_ADDRESS: a Ray cluster's address (HOST:PORT, or `auto`); unset: worker
   processes on this machine.
+- DEEPFAKE_ANALYSIS_WORKERS: `process` (the default: worker processes, or Ray with the address
+  above) or `inline`: in the server process itself, as the app ran before it had workers (kept
+  as the baseline benchmarks/bench_load.py measures against, and for debugging).
 - DEEPFAKE_ANALYSIS_SLOTS: analyses at once (default: one per two cores, at least one).
 - DEEPFAKE_WORKER_NICE: how much lower a local worker's CPU priority is than the server's
   (default 10).
@@ -16,6 +19,7 @@ SLOTS_ENV = "DEEPFAKE_ANALYSIS_SLOTS"
 NICE_ENV = "DEEPFAKE_WORKER_NICE"
 THREADS_ENV = "DEEPFAKE_WORKER_THREADS"
 TIMEOUT_ENV = "DEEPFAKE_WORKER_TIMEOUT"
+WORKERS_ENV = "DEEPFAKE_ANALYSIS_WORKERS"
 
 
 def slots() -> int:
@@ -27,6 +31,13 @@ def start_workers(models_dir: str | None):
     timeout = float(os.environ.get(TIMEOUT_ENV) or 15.0)
     threads = int(os.environ.get(THREADS_ENV) or 0)
     address = os.environ.get(RAY_ADDRESS_ENV)
+    kind = os.environ.get(WORKERS_ENV) or "process"
+    if kind not in ("process", "inline"):
+        raise ValueError(f"{WORKERS_ENV} must be 'process' or 'inline', not {kind!r}")
+    if kind == "inline":
+        from .inline import InlineWorkers
+
+        return InlineWorkers(models_dir, threads=threads)
     if address:
         from .ray_workers import RayWorkers
 
