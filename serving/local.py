@@ -50,8 +50,11 @@ class WorkerProcess:
             command += ["--models-dir", self.models_dir]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        # A session of its own: its scheduling group can be niced (serving.worker), and a Ctrl-C
+        # meant for the server does not kill it mid-analysis (it leaves when the server does).
         self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env,
-                                        pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                                        pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
         theirs.close()
         self.connection = Connection(ours.detach())
         self.started += 1

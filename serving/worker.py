@@ -54,6 +54,20 @@ def serve(connection: Connection, models_dir: str | None) -> None:
             return
 
 
+def lower_priority(nice: int) -> None:
+    """Nice this process, and its scheduling group too: with the kernel's autogroups (most
+    desktop and many server kernels) nice values only weigh threads of one session against each
+    other, and every session gets an equal share of the CPU. The worker runs in a session of its
+    own (the app starts it so), whose group's nice makes it yield to the server and to anything
+    else on the machine."""
+    os.nice(nice)
+    try:
+        with open("/proc/self/autogroup", "w") as handle:
+            handle.write(str(nice))
+    except OSError:
+        pass    # no autogroups here: the process's nice is all there is
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True)
@@ -62,7 +76,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all cores)")
     args = parser.parse_args(argv)
     if args.nice:
-        os.nice(args.nice)
+        lower_priority(args.nice)
     from core.threads import limit_threads
 
     limit_threads(args.threads or os.cpu_count() or 1)

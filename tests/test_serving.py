@@ -89,6 +89,9 @@ def test_the_worker_is_another_process_at_a_lower_priority_and_gives_the_same_ve
     [pid] = workers.pids()
     assert pid != os.getpid()
     assert os.getpriority(os.PRIO_PROCESS, pid) > os.getpriority(os.PRIO_PROCESS, 0)
+    if Path("/proc/self/autogroup").exists():   # its own scheduling group, niced as well
+        theirs, ours = (Path(f"/proc/{p}/autogroup").read_text().split() for p in (pid, "self"))
+        assert theirs[0] != ours[0] and int(theirs[-1]) > int(ours[-1])
     assert {"detect", "classify", "annotate"} <= set(stages)
     assert stages.index("detect") < stages.index("classify") < stages.index("annotate")
     local = in_process(media["clip"], tiny_resnet_dir).result
