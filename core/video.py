@@ -2,7 +2,8 @@
 
 Every image leaves this module as H x W x 3 uint8 RGB in display orientation: the display matrix
 that phones write (rotation metadata) is applied with np.rot90, so portrait clips come out
-portrait. `frame_index` is the 0-based ordinal of the decoded frame, counted the same way by
+portrait, and non-square pixels (anamorphic DVD and broadcast clips) are stretched to square
+ones, so a 720x576 16:9 clip comes out 1024x576. `frame_index` is the 0-based ordinal of the decoded frame, counted the same way by
 `sample_frames` and `iter_frames`, so indices from one line up with the other.
 """
 from __future__ import annotations
@@ -42,8 +43,8 @@ _SIGNATURES = (
 @dataclass(frozen=True)
 class VideoInfo:
     path: str
-    width: int          # display width (after rotation)
-    height: int         # display height (after rotation)
+    width: int          # display width (after rotation, in square pixels)
+    height: int         # display height (after rotation, in square pixels)
     fps: float          # average frame rate
     duration: float     # seconds
     frame_count: int    # from the container, or estimated from duration * fps when missing
@@ -52,6 +53,7 @@ class VideoInfo:
     container: str
     # "video", or "image" for a photo: one frame, fps and duration 0, rotation from its EXIF
     kind: str = "video"
+    sample_aspect: float = 1.0   # a stored pixel's width / height (1: square pixels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -254,11 +256,28 @@ def probe(path, *, max_pixels: int | None = None, max_duration: float | None = N
         _check_frame_size(path, first[0].width, first[0].height, max_pixels)
         rotation = display_rotation(first[0])
         width, height = first[0].width, first[0].height
+        sample_aspect = _sample_aspect(stream)
+        if sample_aspect != 1.0:
+            width = max(2, int(round(width * sample_aspect)))
         if rotation in (90, 270):
             width, height = height, width
         return VideoInfo(path=str(path), width=width, height=height, fps=fps,
                          duration=duration, frame_count=frame_count, rotation=rotation,
-                         codec=stream.codec_context.name, container=_container_name(container, path))
+                         codec=stream.codec_context.name, container=_container_name(container, path),
+                         sample_aspect=sample_aspect)
+
+
+def _sample_aspect(stream) -> float:
+    ratio = stream.codec_context.sample_aspect_ratio or stream.sample_aspect_ratio
+    if not ratio or not ratio.numerator or not ratio.denominator:
+        return 1.0              # unknown (0:1, or not stored): square, as players take it
+    value = float(ratio)
+    return 1.0 if abs(value - 1.0) < 1e-3 or not 0.1 < value < 10 else value
+
+
+def _square(info: VideoInfo) -> tuple[int, int] | None:
+    """The size to stretch a decoded frame to (after rotation) when its pixels are not square."""
+    return (info.width, info.height) if info.sample_aspect != 1.0 else None
 
 
 def _hours(seconds: float) -> str:
@@ -304,7 +323,7 @@ def _every_frame(container, stream, info: VideoInfo,
                  stats: DecodeStats | None = None) -> Iterator[Frame]:
     origin = _time_origin(stream)
     for index, time, frame in _timed(_decoded(container, stream, stats), origin, info.fps, stats):
-        yield Frame(index, time, display_rgb(frame, display_rotation(frame)))
+        yield Frame(index, time, display_rgb(frame, display_rotation(frame), _square(info)))
 
 
 def _sample_sequentially(container, stream, info: VideoInfo, targets: list[float],
@@ -327,13 +346,15 @@ def _sample_sequentially(container, stream, info: VideoInfo, targets: list[float
             else:
                 continue
             last_yielded = chosen[0]
-            yield Frame(chosen[0], chosen[1], display_rgb(chosen[2], display_rotation(chosen[2])))
+            yield Frame(chosen[0], chosen[1],
+                        display_rgb(chosen[2], display_rotation(chosen[2]), _square(info)))
         if k == len(targets):
             return
         previous = (index, time, frame)
     # Targets past the last decoded frame (the duration overstated, or the tail was damaged).
     if previous is not None and previous[0] > last_yielded:
-        yield Frame(previous[0], previous[1], display_rgb(previous[2], display_rotation(previous[2])))
+        yield Frame(previous[0], previous[1],
+                    display_rgb(previous[2], display_rotation(previous[2]), _square(info)))
 
 
 def _sample_by_seeking(container, stream, info: VideoInfo, targets: list[float],
@@ -356,7 +377,7 @@ def _sample_by_seeking(container, stream, info: VideoInfo, targets: list[float],
         if index <= last_index:
             continue
         last_index = index
-        yield Frame(index, time, display_rgb(chosen, display_rotation(chosen)))
+        yield Frame(index, time, display_rgb(chosen, display_rotation(chosen), _square(info)))
 
 
 def display_size(info: VideoInfo, max_long_side: int | None = None) -> tuple[int, int]:
@@ -377,7 +398,7 @@ def iter_frames(path, info: VideoInfo | None = None,
     path = _checked_path(path)
     info = info or probe(path)
     size = display_size(info, max_long_side)
-    size = None if size == (info.width, info.height) else size
+    size = None if size == (info.width, info.height) and info.sample_aspect == 1.0 else size
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"

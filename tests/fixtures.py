@@ -120,7 +120,8 @@ def render_frame(index: int, *, frames: int = 48, size: tuple[int, int] = (640, 
 
 def _encode(path: Path, images: Iterable[np.ndarray], *, fps: float, codec: str,
             rotation: int = 0, times: list[float] | None = None,
-            keyint: int | None = None, pix_fmt: str = "yuv420p") -> Path:
+            keyint: int | None = None, pix_fmt: str = "yuv420p",
+            sample_aspect: Fraction | None = None) -> Path:
     path = Path(path)
     container_format = CONTAINER_BY_SUFFIX.get(path.suffix.lower())
     if container_format is None:
@@ -149,8 +150,15 @@ def _encode(path: Path, images: Iterable[np.ndarray], *, fps: float, codec: str,
             # Store the picture turned the other way, so only a reader that applies the display
             # matrix sees it upright.
             coded = np.ascontiguousarray(np.rot90(image, k=-turns)) if turns else image
+            if sample_aspect is not None:
+                # Non-square pixels: stored narrower (or wider), stretched back by the reader.
+                height, width = coded.shape[:2]
+                coded = cv2.resize(coded, (int(round(width / sample_aspect)), height),
+                                   interpolation=cv2.INTER_AREA)
             if i == 0:
                 stream.height, stream.width = coded.shape[:2]
+                if sample_aspect is not None:
+                    stream.codec_context.sample_aspect_ratio = sample_aspect
             frame = av.VideoFrame.from_ndarray(coded, format="rgb24")
             if times is not None:
                 frame.pts = int(round(times[i] * 1000))
@@ -165,15 +173,16 @@ def _encode(path: Path, images: Iterable[np.ndarray], *, fps: float, codec: str,
 def make_face_clip(path, *, frames: int = 48, size: tuple[int, int] = (640, 360), fps: float = 24,
                    faces: int = 1, codec: str = "libx264", rotation: int = 0,
                    face_size: int = 150, vfr: bool = False, keyint: int | None = None,
-                   pix_fmt: str = "yuv420p") -> Path:
+                   pix_fmt: str = "yuv420p", sample_aspect: Fraction | None = None) -> Path:
     """A clip of the astronaut's face (or two of them) moving over a textured background.
     `size` is the display size; with `rotation` the frames are stored turned and a display
-    matrix says how to turn them back. Face boxes: `face_positions` with the same arguments."""
+    matrix says how to turn them back; with `sample_aspect` (pixel width / height) they are
+    stored squeezed to non-square pixels. Face boxes: `face_positions` with the same arguments."""
     images = (render_frame(i, frames=frames, size=size, faces=faces, face_size=face_size)
               for i in range(frames))
     times = frame_times(frames, fps, vfr=True) if vfr else None
     return _encode(Path(path), images, fps=fps, codec=codec, rotation=rotation, times=times,
-                   keyint=keyint, pix_fmt=pix_fmt)
+                   keyint=keyint, pix_fmt=pix_fmt, sample_aspect=sample_aspect)
 
 
 def make_blank_clip(path, frames: int = 24, size: tuple[int, int] = (320, 240),

@@ -3,6 +3,8 @@ full analysis with an annotated video: a verdict, an annotated H.264 4:2:0 MP4 w
 the source's frame count, and a box drawn where the face is (after rotation)."""
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
 import numpy as np
 import pytest
@@ -34,6 +36,9 @@ CORPUS = [
     ((360, 640), "yuv420p", 270, "libx264", ".mp4", False),
     ((640, 360), "yuv420p", 0, "libx264", ".mp4", True),     # variable frame rate
 ]
+# (... , pixel aspect): all square but one, a PAL 16:9 clip stored 720x576 (pixels 64:45 wide).
+CORPUS = [(*entry, None) for entry in CORPUS] + [
+    ((1024, 576), "yuv420p", 0, "libx264", ".mp4", False, Fraction(64, 45))]
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +53,16 @@ def model(tmp_path_factory):
     return load_models("all", folder)
 
 
-@pytest.mark.parametrize("size, pix_fmt, rotation, codec, suffix, vfr", CORPUS,
+@pytest.mark.parametrize("size, pix_fmt, rotation, codec, suffix, vfr, sample_aspect", CORPUS,
                          ids=[f"{s[0]}x{s[1]}-{f}-r{r}-{c}" + ("-vfr" if v else "")
-                              for s, f, r, c, _, v in CORPUS])
+                              + (f"-sar{a.numerator}:{a.denominator}" if a else "")
+                              for s, f, r, c, _, v, a in CORPUS])
 def test_clip_gets_its_verdict_and_an_annotated_video_with_the_box_on_the_face(
-        tmp_path, detector, model, size, pix_fmt, rotation, codec, suffix, vfr):
+        tmp_path, detector, model, size, pix_fmt, rotation, codec, suffix, vfr, sample_aspect):
     face_size = min(size) // 2
     clip = fixtures.make_face_clip(tmp_path / f"clip{suffix}", frames=FRAMES, size=size,
                                    pix_fmt=pix_fmt, rotation=rotation, codec=codec,
-                                   face_size=face_size, vfr=vfr)
+                                   face_size=face_size, vfr=vfr, sample_aspect=sample_aspect)
     annotated = tmp_path / "annotated.mp4"
     result = analyze_video(clip, detector, model, SETTINGS, annotated_path=annotated,
                            keep_images=False)
