@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -150,7 +151,28 @@ def niced_chromium(folder: Path, nice: int) -> str:
     return str(launcher)
 
 
-async def run(args, url: str, clips: list[Path], rss: PeakRss) -> None:
+async def kill_mid_analysis(browser, url: str, clips: list[Path], server_pid: int) -> dict:
+    """One session uploads; once a stage of its analysis shows, every worker process is
+    SIGKILLed. Returns how long until the page showed its error, the error, and the next
+    upload's result."""
+    context, page, _ = await open_analyze(browser, url)
+    await page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
+        str(clips[0]))
+    await page.get_by_test_id("stProgress").filter(
+        has_text=re.compile(r"Finding faces|Scoring the faces|Drawing")).first.wait_for()
+    for pid in _workers_of(server_pid):
+        os.kill(pid, signal.SIGKILL)
+    killed = time.perf_counter()
+    alert = page.get_by_test_id("stAlertContentError").filter(has_text="worker")
+    await alert.wait_for()
+    seconds = time.perf_counter() - killed
+    message = (await alert.inner_text()).strip().splitlines()[-1]     # past the icon's name
+    after = await analyse(page, clips[1 % len(clips)])
+    await context.close()
+    return {"seconds": seconds, "message": message, "after": after}
+
+
+async def run(args, url: str, clips: list[Path], rss: PeakRss, folder: Path) -> dict:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
@@ -159,7 +181,7 @@ async def run(args, url: str, clips: list[Path], rss: PeakRss) -> None:
         # they share the server's two cores, so they run at a lower priority (--clients-nice)
         # and their page rendering is not counted as the server's load.
         uploaders = await playwright.chromium.launch(
-            executable_path=niced_chromium(clips[0].parent, args.clients_nice)
+            executable_path=niced_chromium(folder, args.clients_nice)
             if args.clients_nice else CHROMIUM, args=CHROMIUM_ARGS)
         # Warm-up: the first script run imports TensorFlow and loads the models.
         context, page, warm = await open_analyze(newcomer, url)
@@ -183,10 +205,12 @@ async def run(args, url: str, clips: list[Path], rss: PeakRss) -> None:
         for context, _, _ in sessions:
             await context.close()
         await uploaders.close()
+        fault = (await kill_mid_analysis(newcomer, url, clips, rss.pid)
+                 if _workers_of(rss.pid) else None)
         await newcomer.close()
 
     return {"warm": warm, "idle_load": idle_load, "alone": alone, "results": results,
-            "busy_loads": busy_loads}
+            "busy_loads": busy_loads, "fault": fault}
 
 
 def report(mode: str, args, measured: dict, rss: PeakRss, problems: list[str]) -> None:
@@ -207,6 +231,14 @@ def report(mode: str, args, measured: dict, rss: PeakRss, problems: list[str]) -
     print(f"  (uploaders' browsers at nice {args.clients_nice}, newcomers' at 0)")
     print(f"  peak RSS: server {rss.peak / 2**20:.0f} MiB, "
           f"worker processes {rss.workers_peak / 2**20:.0f} MiB")
+    fault = measured.get("fault")
+    if fault:
+        after = fault["after"]
+        print(f"  worker killed mid-analysis: message on the page after {fault['seconds']:.2f} s "
+              f"(target <= 10 s: {'met' if fault['seconds'] <= 10 else 'MISSED'}): "
+              f"\"{fault['message']}\"")
+        print(f"    next upload: verdict {after['label']} in {after['seconds']:.2f} s, own clip: "
+              f"{'yes' if after['own_clip'] else 'NO'}")
     print(f"  exceptions in the server log       {len(problems)}")
     for line in problems[:10]:
         print(f"    {line}")
@@ -257,7 +289,7 @@ def main() -> None:
             log_path = folder / f"server-{mode}.log"
             with streamlit_server(env, log_path, start_seconds=180) as (url, server):
                 rss = PeakRss(server.pid)
-                measured = asyncio.run(run(args, url, clips, rss))
+                measured = asyncio.run(run(args, url, clips, rss, folder))
                 rss.stop()
             text = log_path.read_text(errors="replace")
             problems = [line for line in text.splitlines()
