@@ -170,6 +170,27 @@ def analysis_workers():
     return _analysis_workers(str(models_dir()))
 
 
+def model_names(names: Sequence[str]) -> list[str]:
+    """The zoo's names for a selection, read from the cards (no model is loaded). Raises
+    ModelNotFoundError for a name not in the zoo."""
+    return [card.name for card in zoo.resolve_selection(list(names), models_dir())]
+
+
+def analyze_server_file(path, names: Sequence[str], settings: AnalysisSettings,
+                        ensemble_mode: str = "fitted"):
+    """The AnalysisResult (no images) of a file on the server (already checked to be under the
+    data root), analysed by a worker where it lies. The caller holds the analysis queue's turn."""
+    request = AnalysisRequest(Path(path).name, b"", "", settings.to_dict(), tuple(names),
+                              ensemble_mode, path=str(path))
+    return analysis_workers().report(request)
+
+
+def gradcam_heatmaps(model: str, crops: list) -> list:
+    """Grad-CAM heatmaps of the named model for face crops, computed by a worker (it holds the
+    models; the server loads none for this). Raises a DetectorError with one line."""
+    return analysis_workers().gradcam(model, crops)
+
+
 def analyze_upload(upload: app_state.Upload, names: Sequence[str], settings: AnalysisSettings,
                    progress=None, ensemble_mode: str = "fitted",
                    on_wait=None) -> app_state.StoredAnalysis:

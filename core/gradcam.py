@@ -8,12 +8,13 @@ from __future__ import annotations
 import threading
 import weakref
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
-import keras
-
-from .backbones import last_conv_layer
+if TYPE_CHECKING:   # Keras is imported where a heatmap is computed: `overlay`, which the app's
+    import keras    # server draws with, needs neither Keras nor TensorFlow
 
 # One two-output model per classifier model: building it costs far more than running it.
 _grad_models: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
@@ -21,6 +22,8 @@ _grad_models_lock = threading.Lock()
 
 
 def _keras_model(classifier_or_model) -> keras.Model:
+    import keras
+
     model = getattr(classifier_or_model, "model", classifier_or_model)
     if not isinstance(model, keras.Model):
         raise TypeError(f"expected a Classifier or keras.Model, got {type(classifier_or_model).__name__}")
@@ -28,6 +31,10 @@ def _keras_model(classifier_or_model) -> keras.Model:
 
 
 def _grad_model(model: keras.Model) -> keras.Model:
+    import keras
+
+    from .backbones import last_conv_layer
+
     with _grad_models_lock:
         grad_model = _grad_models.get(model)
         if grad_model is None:

@@ -8,6 +8,7 @@ import app_cache
 import app_state
 import app_views
 from core.errors import DetectorError
+from core.gradcam import overlay
 from core.verdict import LABELS
 
 COLUMNS = 4
@@ -76,29 +77,33 @@ if not shown:
     st.info("No face matches these filters.")
     st.stop()
 
-classifier = None
-if heatmap_model != "(off)":
-    from core.gradcam import gradcam, overlay      # Keras: only for the heatmaps
-    try:
-        classifier = app_cache.classifiers([heatmap_model])[0]
-    except DetectorError as error:
-        st.error(f"Grad-CAM: {error}")
-# Heatmaps are computed once per model and face of the analysis shown.
+# Heatmaps are computed once per model and face of the analysis shown, by a worker, for all the
+# faces shown at once.
 if st.session_state.get("gallery_heatmaps_of") != entry.key:
     st.session_state["gallery_heatmaps_of"] = entry.key
     st.session_state["gallery_heatmaps"] = {}
 heatmaps = st.session_state["gallery_heatmaps"]
+if heatmap_model != "(off)":
+    missing = [(heatmap_model, face.frame_index, face.person_id) for face in shown
+               if (heatmap_model, face.frame_index, face.person_id) not in heatmaps
+               and (face.frame_index, face.person_id) in result.crops]
+    if missing:
+        try:
+            with st.spinner(f"Computing Grad-CAM heatmaps of {heatmap_model}..."):
+                computed = app_cache.gradcam_heatmaps(
+                    heatmap_model, [result.crops[key[1:]] for key in missing])
+            heatmaps.update(zip(missing, computed))
+        except DetectorError as error:
+            st.error(f"Grad-CAM: {error}")
 
 for row_start in range(0, len(shown), COLUMNS):
     for column, face in zip(st.columns(COLUMNS), shown[row_start:row_start + COLUMNS]):
         crop = result.crops.get((face.frame_index, face.person_id))
         if crop is None:
             continue
-        if classifier is not None:
-            key = (heatmap_model, face.frame_index, face.person_id)
-            if key not in heatmaps:
-                heatmaps[key] = gradcam(classifier, crop)
-            crop = overlay(crop, heatmaps[key])
+        heatmap = heatmaps.get((heatmap_model, face.frame_index, face.person_id))
+        if heatmap is not None:
+            crop = overlay(crop, heatmap)
         where = "" if photo else f" · frame {face.frame_index} · {face.time:.2f} s"
         with column:
             st.image(crop, width="stretch",

@@ -14,7 +14,6 @@ from core.data_root import DATA_ROOT_ENV, data_root, resolve_under
 from core.errors import DetectorError
 from core.evaluate import evaluate, load_labels
 from core.h5_import import import_h5
-from core.pipeline import analyze_video
 
 st.title("Models")
 models_dir = app_cache.models_dir()
@@ -64,19 +63,17 @@ split = st.text_input("Split (optional)", key="evaluate_split", disabled=root is
 if st.button("Evaluate", key="evaluate_run", disabled=root is None or not source.strip()):
     settings = app_state.session_settings(st.session_state)
     names = st.session_state.get(app_state.MODELS_KEY, [])
-    ensemble = app_cache.ensemble_for(app_state.session_ensemble_mode(st.session_state))
+    mode = app_state.session_ensemble_mode(st.session_state)
     try:
         videos = load_labels(resolve_under(root, source), split=split.strip() or None, root=root)
-        loaded = app_cache.classifiers(names)
-        face_detector = app_cache.detector(settings)
+        model_names = app_cache.model_names(names)
         bar = st.progress(0.0, text=f"0 of {len(videos)} videos")
         with app_cache.analysis_queue().turn(
                 lambda place: bar.progress(0.0, text=app_views.queue_text(place))):
             report = evaluate(
                 videos,
-                lambda path: analyze_video(path, face_detector, loaded, settings,
-                                           keep_images=False, ensemble=ensemble),
-                [c.name for c in loaded],
+                lambda path: app_cache.analyze_server_file(path, model_names, settings, mode),
+                model_names,
                 on_video=lambda done, total, video: bar.progress(
                     done / total, text=f"{done} of {total} videos ({video.path.name})"),
                 band=settings.band)

@@ -11,7 +11,8 @@ import app_state
 from core.scan.scanner import ScannerConfig, VideoScanner
 from core.settings import AnalysisSettings
 
-from .protocol import AnalysisRequest, Blobs, encode_analysis
+from .protocol import (AnalysisRequest, Blobs, encode_analysis, gradcam_crops,
+                       heatmaps_reply, report_reply)
 
 # Model selections kept loaded at once: the default pair and, say, Compare's all-models run.
 KEPT_SELECTIONS = 2
@@ -29,6 +30,7 @@ class Analyst:
     def __init__(self, models_dir: str | None = None):
         self.models_dir = models_dir
         self._scanners: OrderedDict[ScannerConfig, VideoScanner] = OrderedDict()
+        self._classifiers: dict[str, object] = {}     # Grad-CAM's models not in a scanner
 
     def config(self, request: AnalysisRequest) -> ScannerConfig:
         settings = AnalysisSettings.from_dict(request.settings)
@@ -47,6 +49,42 @@ class Analyst:
             self._scanners[config] = VideoScanner(config)
         self._scanners.move_to_end(config)
         return self._scanners[config]
+
+    def classifier(self, name: str):
+        """The named model: one a scanner already holds, else loaded (sha256 checked) once."""
+        for scanner in self._scanners.values():
+            for classifier in scanner.classifiers:
+                if classifier.name == name:
+                    return classifier
+        if name not in self._classifiers:
+            from core.model_store import load_classifier
+            from core.zoo import DEFAULT_MODELS_DIR, resolve_selection
+
+            [card] = resolve_selection([name], self.models_dir or DEFAULT_MODELS_DIR)
+            self._classifiers[name] = load_classifier(card.card_path)
+        return self._classifiers[name]
+
+    def gradcam(self, model: str, crops: list) -> list:
+        """Grad-CAM heatmaps (core.gradcam) of the named model for each face crop."""
+        from core.gradcam import gradcam
+
+        classifier = self.classifier(model)
+        return [gradcam(classifier, crop) for crop in crops]
+
+    def answer(self, header: dict, blobs: Blobs,
+               progress: Callable[[str, float], None] | None = None) -> tuple[dict, Blobs]:
+        """The reply to any request a worker receives (an analysis or Grad-CAM)."""
+        if header["kind"] == "gradcam":
+            return heatmaps_reply(self.gradcam(header["model"], gradcam_crops(header, blobs)))
+        request = AnalysisRequest.from_message(header, blobs)
+        if request.path:
+            return report_reply(self.analyze_in_place(request))
+        return self.analyze(request, progress)
+
+    def analyze_in_place(self, request: AnalysisRequest):
+        """The AnalysisResult of the file at request.path, read where it is; no images."""
+        return self.scanner(request).analyze(
+            request.path, AnalysisSettings.from_dict(request.settings), keep_images=False)
 
     def analyze(self, request: AnalysisRequest,
                 progress: Callable[[str, float], None] | None = None) -> tuple[dict, Blobs]:

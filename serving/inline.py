@@ -21,15 +21,28 @@ class InlineWorkers:
         self._lock = threading.Lock()       # one Analyst: one analysis at a time
         self._limited = False
 
+    def _limit_threads_once(self) -> None:
+        if not self._limited:
+            from core.threads import limit_threads
+
+            # One core (of two) stays the server's, as before the workers existed.
+            limit_threads(self.threads or max(1, (os.cpu_count() or 2) - 1))
+            self._limited = True
+
     def analyze(self, request: AnalysisRequest, progress=None) -> StoredAnalysis:
         with self._lock:
-            if not self._limited:
-                from core.threads import limit_threads
-
-                # One core (of two) stays the server's, as before the workers existed.
-                limit_threads(self.threads or max(1, (os.cpu_count() or 2) - 1))
-                self._limited = True
+            self._limit_threads_once()
             return self.analyst.analyze_entry(request, progress)
+
+    def report(self, request: AnalysisRequest):
+        with self._lock:
+            self._limit_threads_once()
+            return self.analyst.analyze_in_place(request)
+
+    def gradcam(self, model: str, crops: list) -> list:
+        with self._lock:
+            self._limit_threads_once()
+            return self.analyst.gradcam(model, crops)
 
     def pids(self) -> list[int]:
         return [os.getpid()]

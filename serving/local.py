@@ -16,8 +16,9 @@ from pathlib import Path
 
 from app_state import StoredAnalysis
 
-from .protocol import (AnalysisRequest, WorkerLostError, WorkerTimeoutError, entry_from_reply,
-                       receive, send)
+from .protocol import (AnalysisRequest, Blobs, WorkerLostError, WorkerTimeoutError,
+                       entry_from_reply, gradcam_request, heatmaps_from_reply,
+                       result_from_reply, receive, send)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 POLL_SECONDS = 0.25
@@ -27,11 +28,10 @@ STARTUP_SECONDS = 180.0
 Progress = Callable[[str, float], None]
 
 
-def _lost_text(upload_name: str, returncode: int | None) -> str:
+def _lost_text(what: str, again: str, returncode: int | None) -> str:
     how = {-9: "was killed (SIGKILL: out of memory, or stopped by hand)",
            -15: "was stopped (SIGTERM)"}.get(returncode, f"stopped (exit status {returncode})")
-    return (f"the analysis worker {how} while analysing {upload_name}; a fresh worker has "
-            "been started: upload the file again")
+    return f"the analysis worker {how} while {what}; a fresh worker has been started: {again}"
 
 
 class WorkerProcess:
@@ -83,14 +83,17 @@ class WorkerProcess:
         self.start()
         return returncode
 
-    def analyze(self, request: AnalysisRequest, progress: Progress | None = None
-                ) -> StoredAnalysis:
+    def exchange(self, header: dict, blobs: Blobs, what: str, again: str,
+                 progress: Progress | None = None) -> tuple[dict, Blobs]:
+        """Send one request, pass its progress on, and return the worker's reply. `what` names
+        the work and `again` what to do in the one-line message of a worker that died or hung
+        meanwhile."""
         if not self.alive():
             self._restart()
         try:
-            send(self.connection, request.header(), [request.data])
+            send(self.connection, header, blobs)
         except OSError:
-            raise WorkerLostError(_lost_text(request.upload_name, self._restart())) from None
+            raise WorkerLostError(_lost_text(what, again, self._restart())) from None
         last_heard = time.monotonic()
         while True:
             try:
@@ -98,27 +101,26 @@ class WorkerProcess:
                 message = receive(self.connection) if ready else None
             except (EOFError, OSError):
                 self.process.wait()        # the socket closed because the process ended
-                raise WorkerLostError(_lost_text(request.upload_name, self._restart())) from None
+                raise WorkerLostError(_lost_text(what, again, self._restart())) from None
             now = time.monotonic()
             if message is None:
                 if not self.alive():
-                    raise WorkerLostError(_lost_text(request.upload_name, self._restart()))
+                    raise WorkerLostError(_lost_text(what, again, self._restart()))
                 allowed = self.timeout if self.answered else STARTUP_SECONDS
                 if now - last_heard > allowed:
                     self.process.kill()
                     self._restart()
                     raise WorkerTimeoutError(
                         f"the analysis worker stopped answering for {allowed:.0f} s while "
-                        f"analysing {request.upload_name}; a fresh worker has been started: "
-                        "upload the file again")
+                        f"{what}; a fresh worker has been started: {again}")
                 continue
             last_heard, self.answered = now, True
-            header, blobs = message
-            if header["kind"] == "progress":
+            reply, reply_blobs = message
+            if reply["kind"] == "progress":
                 if progress is not None:
-                    progress(header["stage"], header["fraction"])
-            elif header["kind"] != "alive":
-                return entry_from_reply(header, blobs)
+                    progress(reply["stage"], reply["fraction"])
+            elif reply["kind"] != "alive":
+                return reply, reply_blobs
 
 
 class LocalWorkers:
@@ -134,13 +136,31 @@ class LocalWorkers:
         for worker in self.workers:
             self._free.put(worker)
 
-    def analyze(self, request: AnalysisRequest, progress: Progress | None = None
-                ) -> StoredAnalysis:
+    def _exchange(self, header: dict, blobs: Blobs, what: str, again: str, progress=None):
         worker = self._free.get()
         try:
-            return worker.analyze(request, progress)
+            return worker.exchange(header, blobs, what, again, progress)
         finally:
             self._free.put(worker)
+
+    def analyze(self, request: AnalysisRequest, progress: Progress | None = None
+                ) -> StoredAnalysis:
+        return entry_from_reply(*self._exchange(
+            request.header(), request.blobs(), f"analysing {request.upload_name}",
+            "upload the file again", progress))
+
+    def report(self, request: AnalysisRequest):
+        """The AnalysisResult (no images) of a file the worker reads where it is
+        (request.path)."""
+        return result_from_reply(*self._exchange(
+            request.header(), request.blobs(), f"analysing {request.upload_name}",
+            "start the evaluation again"))
+
+    def gradcam(self, model: str, crops: list) -> list:
+        """Grad-CAM heatmaps of `model` for the face crops, computed in a worker."""
+        return heatmaps_from_reply(*self._exchange(
+            *gradcam_request(model, crops), f"computing Grad-CAM heatmaps of {model}",
+            "choose the model again"))
 
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.alive()]

@@ -1,6 +1,7 @@
 """What travels between the app and its workers: a request (the upload's bytes, the session's
-settings, the models chosen) and a reply (the analysis as its JSON report, the gallery's images
-and the annotated copy as raw bytes, or a one-line error). Headers are JSON and payloads plain
+settings, the models chosen; or face crops for Grad-CAM) and a reply (the analysis as its JSON
+report, the gallery's images and the annotated copy as raw bytes; heatmaps; or a one-line
+error). Headers are JSON and payloads plain
 bytes, so nothing a worker sends can run code in the server (no pickle)."""
 from __future__ import annotations
 
@@ -31,32 +32,52 @@ class WorkerTimeoutError(WorkerError):
 
 @dataclass(frozen=True)
 class AnalysisRequest:
+    """An upload to analyse (`data`), or, with `path`, a file the worker reads where it is (an
+    evaluation over the server's data root): then the reply is the report alone, no images."""
     upload_name: str
     data: bytes = field(repr=False)
     content_hash: str
     settings: dict                 # AnalysisSettings.to_dict()
     models: tuple[str, ...]
     ensemble: str = "fitted"
+    path: str | None = None
 
     def header(self) -> dict:
         return {"kind": "analyze", "upload_name": self.upload_name,
                 "content_hash": self.content_hash, "settings": self.settings,
-                "models": list(self.models), "ensemble": self.ensemble}
+                "models": list(self.models), "ensemble": self.ensemble, "path": self.path}
+
+    def blobs(self) -> Blobs:
+        return [] if self.path else [self.data]
 
     @classmethod
     def from_message(cls, header: dict, blobs: Blobs) -> "AnalysisRequest":
-        return cls(header["upload_name"], blobs[0], header["content_hash"], header["settings"],
-                   tuple(header["models"]), header["ensemble"])
+        return cls(header["upload_name"], blobs[0] if blobs else b"", header["content_hash"],
+                   header["settings"], tuple(header["models"]), header["ensemble"],
+                   header.get("path"))
 
 
-def _array(array: np.ndarray, blobs: Blobs) -> dict:
-    array = np.ascontiguousarray(array, dtype=np.uint8)
+def report_reply(result: AnalysisResult) -> tuple[dict, Blobs]:
+    return {"kind": "report", "report": result.to_dict()}, []
+
+
+def result_from_reply(header: dict, blobs: Blobs) -> AnalysisResult:
+    _raise_if_error(header)
+    return AnalysisResult.from_dict(header["report"])
+
+
+_DTYPES = {"uint8": np.uint8, "float32": np.float32}
+
+
+def _array(array: np.ndarray, blobs: Blobs, dtype: str = "uint8") -> dict:
+    array = np.ascontiguousarray(array, dtype=_DTYPES[dtype])
     blobs.append(array.tobytes())
-    return {"shape": list(array.shape), "blob": len(blobs) - 1}
+    return {"shape": list(array.shape), "blob": len(blobs) - 1, "dtype": dtype}
 
 
 def _from_array(entry: dict, blobs: Blobs) -> np.ndarray:
-    return np.frombuffer(blobs[entry["blob"]], dtype=np.uint8).reshape(entry["shape"]).copy()
+    dtype = _DTYPES[entry.get("dtype", "uint8")]      # an allow-list: nothing else is read
+    return np.frombuffer(blobs[entry["blob"]], dtype=dtype).reshape(entry["shape"]).copy()
 
 
 def _optional(data: bytes | None, blobs: Blobs) -> int | None:
@@ -96,6 +117,33 @@ def decode_analysis(header: dict, blobs: Blobs) -> StoredAnalysis:
                           annotated_jpeg=optional(header["annotated_jpeg"]))
 
 
+def gradcam_request(model: str, crops: list[np.ndarray]) -> tuple[dict, Blobs]:
+    """Grad-CAM heatmaps of `model` for face crops (core.gradcam), computed where the models are."""
+    blobs: Blobs = []
+    return {"kind": "gradcam", "model": model,
+            "crops": [_array(crop, blobs) for crop in crops]}, blobs
+
+
+def gradcam_crops(header: dict, blobs: Blobs) -> list[np.ndarray]:
+    return [_from_array(crop, blobs) for crop in header["crops"]]
+
+
+def heatmaps_reply(heatmaps: list[np.ndarray]) -> tuple[dict, Blobs]:
+    blobs: Blobs = []
+    return {"kind": "heatmaps",
+            "heatmaps": [_array(h, blobs, "float32") for h in heatmaps]}, blobs
+
+
+def heatmaps_from_reply(header: dict, blobs: Blobs) -> list[np.ndarray]:
+    _raise_if_error(header)
+    return [_from_array(h, blobs) for h in header["heatmaps"]]
+
+
+def _raise_if_error(header: dict) -> None:
+    if header["kind"] == "error":
+        raise (VideoError if header["error"] == "input" else DetectorError)(header["message"])
+
+
 def error_reply(error: BaseException) -> dict:
     """The one line a person reads for a failed analysis, and whether the input was at fault."""
     if isinstance(error, DetectorError):
@@ -110,8 +158,7 @@ def error_reply(error: BaseException) -> dict:
 
 def entry_from_reply(header: dict, blobs: Blobs) -> StoredAnalysis:
     """The analysis a reply carries; an error reply raises what the analysis raised."""
-    if header["kind"] == "error":
-        raise (VideoError if header["error"] == "input" else DetectorError)(header["message"])
+    _raise_if_error(header)
     return decode_analysis(header, blobs)
 
 

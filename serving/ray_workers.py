@@ -12,8 +12,9 @@ from collections.abc import Callable
 from app_state import StoredAnalysis
 from core.scan.ray_engine import error_reason, import_ray, start_or_join
 
-from .protocol import (AnalysisRequest, WorkerLostError, WorkerTimeoutError, entry_from_reply,
-                       error_reply)
+from .protocol import (AnalysisRequest, Blobs, WorkerLostError, WorkerTimeoutError,
+                       entry_from_reply, error_reply, gradcam_request, heatmaps_from_reply,
+                       result_from_reply)
 
 POLL_SECONDS = 0.5
 STARTUP_SECONDS = 180.0
@@ -40,15 +41,14 @@ class AnalystActor:
     def state(self) -> tuple[str, float] | None:
         return self.progress
 
-    def analyze(self, header: dict, data: bytes):
-        request = AnalysisRequest.from_message(header, [data])
+    def answer(self, header: dict, blobs: list[bytes]):
         self.progress = None
 
         def progress(stage: str, fraction: float) -> None:
             self.progress = (stage, fraction)
 
         try:
-            return self.analyst.analyze(request, progress)
+            return self.analyst.answer(header, blobs, progress)
         except Exception as error:  # noqa: BLE001 - every failure goes back as one line
             return error_reply(error), []
 
@@ -86,19 +86,18 @@ class RayWorkers:
             pass
         return self._start_actor()
 
-    def analyze(self, request: AnalysisRequest, progress: Progress | None = None
-                ) -> StoredAnalysis:
+    def _exchange(self, header: dict, blobs: Blobs, what: str, again: str,
+                  progress: Progress | None = None) -> tuple[dict, Blobs]:
         ray = self._ray
         actor = self._free.get() or self._start_actor()
         try:
             first = actor not in self._pids
-            result = actor.analyze.remote(request.header(), request.data)
+            result = actor.answer.remote(header, blobs)
             shown = None
             while True:
                 done, _ = ray.wait([result], timeout=POLL_SECONDS)
                 if done:
-                    header, blobs = ray.get(result)
-                    return entry_from_reply(header, blobs)
+                    return ray.get(result)
                 allowed = STARTUP_SECONDS if first else self.timeout
                 try:
                     state = ray.get(actor.state.remote(), timeout=allowed)
@@ -109,19 +108,35 @@ class RayWorkers:
                     actor = self._replace(actor)
                     raise WorkerTimeoutError(
                         f"the Ray analysis worker stopped answering for {allowed:.0f} s while "
-                        f"analysing {request.upload_name}; a fresh worker has been started: "
-                        "upload the file again") from None
+                        f"{what}; a fresh worker has been started: {again}") from None
                 if state is not None and state != shown and progress is not None:
                     progress(*state)
                     shown = state
         except ray.exceptions.RayError as error:
             actor = self._replace(actor)
             raise WorkerLostError(
-                f"the Ray analysis worker died while analysing {request.upload_name} "
-                f"({error_reason(error)}); a fresh worker has been started: upload the file "
-                "again") from None
+                f"the Ray analysis worker died while {what} ({error_reason(error)}); a fresh "
+                f"worker has been started: {again}") from None
         finally:
             self._free.put(actor)
+
+    def analyze(self, request: AnalysisRequest, progress: Progress | None = None
+                ) -> StoredAnalysis:
+        return entry_from_reply(*self._exchange(
+            request.header(), request.blobs(), f"analysing {request.upload_name}",
+            "upload the file again", progress))
+
+    def report(self, request: AnalysisRequest):
+        """The AnalysisResult (no images) of a file the worker reads where it is
+        (request.path)."""
+        return result_from_reply(*self._exchange(
+            request.header(), request.blobs(), f"analysing {request.upload_name}",
+            "start the evaluation again"))
+
+    def gradcam(self, model: str, crops: list) -> list:
+        return heatmaps_from_reply(*self._exchange(
+            *gradcam_request(model, crops), f"computing Grad-CAM heatmaps of {model}",
+            "choose the model again"))
 
     def pids(self) -> list[int]:
         return list(self._pids.values())

@@ -1,7 +1,7 @@
 """The local worker process: `python -m serving.worker --fd N` on one end of a socket the app
 holds the other end of. It lowers its own CPU priority, limits TensorFlow's threads, then
-analyses one request after another, telling the app its progress and, every second while it
-works, that it is alive. It exits when the app's end closes (the server stopped)."""
+answers one request (an analysis, or Grad-CAM heatmaps) after another, telling the app its
+progress and, every second while it works, that it is alive. It exits when the app's end closes (the server stopped)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ import socket
 import threading
 from multiprocessing.connection import Connection
 
-from .protocol import AnalysisRequest, error_reply, receive, send
+from .protocol import error_reply, receive, send
 
 HEARTBEAT_SECONDS = 1.0
 
@@ -30,7 +30,6 @@ def serve(connection: Connection, models_dir: str | None) -> None:
             header, blobs = receive(connection)
         except (EOFError, OSError):
             return
-        request = AnalysisRequest.from_message(header, blobs)
         done = threading.Event()
 
         def beat() -> None:
@@ -40,8 +39,8 @@ def serve(connection: Connection, models_dir: str | None) -> None:
         heart = threading.Thread(target=beat, name="heartbeat", daemon=True)
         heart.start()
         try:
-            reply, reply_blobs = analyst.analyze(
-                request, lambda stage, fraction: say(
+            reply, reply_blobs = analyst.answer(
+                header, blobs, lambda stage, fraction: say(
                     {"kind": "progress", "stage": stage, "fraction": fraction}))
         except Exception as error:  # noqa: BLE001 - every failure goes back as one line
             reply, reply_blobs = error_reply(error), []

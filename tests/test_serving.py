@@ -105,6 +105,29 @@ def test_the_worker_is_another_process_at_a_lower_priority_and_gives_the_same_ve
     assert workers.pids() == [pid]                  # one worker, kept between analyses
 
 
+def test_grad_cam_heatmaps_and_server_file_reports_come_from_the_worker(workers, media,
+                                                                       tiny_resnet_dir):
+    from core.gradcam import gradcam
+
+    entry = in_process(media["clip"], tiny_resnet_dir)
+    crops = list(entry.result.crops.values())[:3]
+    heatmaps = workers.gradcam(MODEL, crops)
+    [classifier] = load_models("all", tiny_resnet_dir)
+    assert len(heatmaps) == 3
+    for crop, heatmap in zip(crops, heatmaps):
+        assert heatmap.dtype == np.float32 and heatmap.shape == crop.shape[:2]
+        assert np.abs(heatmap - gradcam(classifier, crop)).max() < 1e-3
+
+    request = AnalysisRequest(media["clip"].name, b"", "", SETTINGS.to_dict(), (MODEL,),
+                              path=str(media["clip"]))
+    result = workers.report(request)
+    assert result.verdict.label == entry.result.verdict.label and not result.stills
+    assert len(result.faces) == len(entry.result.faces)
+    with pytest.raises(VideoError, match="No such file"):
+        workers.report(AnalysisRequest("gone.mp4", b"", "", SETTINGS.to_dict(), (MODEL,),
+                                       path=str(media["clip"].with_name("gone.mp4"))))
+
+
 def test_bad_input_comes_back_as_its_one_line(workers, tmp_path):
     text = fixtures.make_text_file(tmp_path / "notes.mp4")
     with pytest.raises(VideoError, match=r"^notes\.mp4 is not a video"):
