@@ -10,22 +10,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from app_state import StoredAnalysis
-
-from .protocol import (AnalysisRequest, Blobs, WorkerLostError, WorkerTimeoutError,
-                       entry_from_reply, gradcam_request, heatmaps_from_reply,
-                       result_from_reply, receive, send)
+from .protocol import (Blobs, WorkerError, WorkerLostError, WorkerTimeoutError, receive,
+                       send)
+from .workers import Progress, Workers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 POLL_SECONDS = 0.25
 # A fresh worker imports TensorFlow before it can answer at all: seconds on an idle machine,
 # many more on a busy one. It is allowed this long before its first word.
 STARTUP_SECONDS = 180.0
-Progress = Callable[[str, float], None]
 
 
 def _lost_text(what: str, again: str, returncode: int | None) -> str:
@@ -94,6 +90,17 @@ class WorkerProcess:
             send(self.connection, header, blobs)
         except OSError:
             raise WorkerLostError(_lost_text(what, again, self._restart())) from None
+        try:
+            return self._await_reply(what, again, progress)
+        except WorkerError:
+            raise
+        except BaseException:
+            # Left mid-request (the page's script stopped: a closed tab): the worker's reply
+            # would come to the next request. Its work is nobody's now, so it is replaced.
+            self._restart()
+            raise
+
+    def _await_reply(self, what: str, again: str, progress: Progress | None):
         last_heard = time.monotonic()
         while True:
             try:
@@ -123,7 +130,7 @@ class WorkerProcess:
                 return reply, reply_blobs
 
 
-class LocalWorkers:
+class LocalWorkers(Workers):
     """`slots` worker processes, each started the first time a slot is used."""
 
     name = "local"
@@ -142,25 +149,6 @@ class LocalWorkers:
             return worker.exchange(header, blobs, what, again, progress)
         finally:
             self._free.put(worker)
-
-    def analyze(self, request: AnalysisRequest, progress: Progress | None = None
-                ) -> StoredAnalysis:
-        return entry_from_reply(*self._exchange(
-            request.header(), request.blobs(), f"analysing {request.upload_name}",
-            "upload the file again", progress))
-
-    def report(self, request: AnalysisRequest):
-        """The AnalysisResult (no images) of a file the worker reads where it is
-        (request.path)."""
-        return result_from_reply(*self._exchange(
-            request.header(), request.blobs(), f"analysing {request.upload_name}",
-            "start the evaluation again"))
-
-    def gradcam(self, model: str, crops: list) -> list:
-        """Grad-CAM heatmaps of `model` for the face crops, computed in a worker."""
-        return heatmaps_from_reply(*self._exchange(
-            *gradcam_request(model, crops), f"computing Grad-CAM heatmaps of {model}",
-            "choose the model again"))
 
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.alive()]

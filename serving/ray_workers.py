@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import os
 import queue
-from collections.abc import Callable
 
-from app_state import StoredAnalysis
-from core.scan.ray_engine import error_reason, import_ray, start_or_join
+from core.scan.ray_engine import error_reason, import_ray, kill_actors, start_or_join
 
-from .protocol import (AnalysisRequest, Blobs, WorkerLostError, WorkerTimeoutError,
-                       entry_from_reply, error_reply, gradcam_request, heatmaps_from_reply,
-                       result_from_reply)
+from .protocol import Blobs, WorkerError, WorkerLostError, WorkerTimeoutError, error_reply
+from .workers import Progress, Workers
 
 POLL_SECONDS = 0.5
 STARTUP_SECONDS = 180.0
-Progress = Callable[[str, float], None]
 
 
 class AnalystActor:
@@ -53,7 +49,7 @@ class AnalystActor:
             return error_reply(error), []
 
 
-class RayWorkers:
+class RayWorkers(Workers):
     name = "ray"
 
     def __init__(self, address: str, models_dir: str | None = None, *, slots: int = 1,
@@ -80,10 +76,7 @@ class RayWorkers:
     def _replace(self, actor):
         self.actors.remove(actor)
         self._pids.pop(actor, None)
-        try:
-            self._ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        kill_actors(self._ray, [actor])
         return self._start_actor()
 
     def _exchange(self, header: dict, blobs: Blobs, what: str, again: str,
@@ -117,26 +110,14 @@ class RayWorkers:
             raise WorkerLostError(
                 f"the Ray analysis worker died while {what} ({error_reason(error)}); a fresh "
                 f"worker has been started: {again}") from None
+        except WorkerError:
+            raise
+        except BaseException:
+            # Left mid-request (the page's script stopped): the actor's work is nobody's now.
+            actor = self._replace(actor)
+            raise
         finally:
             self._free.put(actor)
-
-    def analyze(self, request: AnalysisRequest, progress: Progress | None = None
-                ) -> StoredAnalysis:
-        return entry_from_reply(*self._exchange(
-            request.header(), request.blobs(), f"analysing {request.upload_name}",
-            "upload the file again", progress))
-
-    def report(self, request: AnalysisRequest):
-        """The AnalysisResult (no images) of a file the worker reads where it is
-        (request.path)."""
-        return result_from_reply(*self._exchange(
-            request.header(), request.blobs(), f"analysing {request.upload_name}",
-            "start the evaluation again"))
-
-    def gradcam(self, model: str, crops: list) -> list:
-        return heatmaps_from_reply(*self._exchange(
-            *gradcam_request(model, crops), f"computing Grad-CAM heatmaps of {model}",
-            "choose the model again"))
 
     def pids(self) -> list[int]:
         return list(self._pids.values())
@@ -145,11 +126,7 @@ class RayWorkers:
         return f"Ray workers on the cluster at {self.address}"
 
     def close(self) -> None:
-        for actor in list(self.actors):
-            try:
-                self._ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+        kill_actors(self._ray, self.actors)
         self.actors = []
         if self._owns_ray:
             self._ray.shutdown()

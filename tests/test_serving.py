@@ -178,6 +178,20 @@ def test_a_worker_that_stops_answering_is_given_up_after_the_timeout(workers, me
     assert workers.pids() != [before]
 
 
+def test_a_request_left_midway_does_not_hand_its_reply_to_the_next(workers, media):
+    class TabClosed(Exception):
+        pass
+
+    def progress(stage, fraction):
+        if stage == "annotate":
+            raise TabClosed     # as Streamlit stops a script whose page has gone
+
+    with pytest.raises(TabClosed):
+        workers.analyze(request_for(media["long"]), progress)
+    entry = workers.analyze(request_for(media["photo"]))
+    assert entry.upload_name == "photo.jpg" and entry.result.kind == "image"
+
+
 def test_the_servers_modules_do_not_load_tensorflow():
     code = ("import sys, app_cache, app_state, app_views, serving.local, serving.service\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")

@@ -171,20 +171,25 @@ class RayEngine:
     def _replace(self, dead):
         self.actors.remove(dead)
         self.pids.pop(dead, None)
-        self._ray.kill(dead, no_restart=True)
+        kill_actors(self._ray, [dead])
         fresh = self._start_actor()
         self.actors.append(fresh)
         return fresh
 
     def close(self) -> None:
-        for actor in self.actors:
-            try:
-                self._ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+        kill_actors(self._ray, self.actors)
         self.actors = []
         if self._owns_ray:
             self._ray.shutdown()
+
+
+def kill_actors(ray, actors) -> None:
+    """Stop the actors for good, whether still alive or already dead."""
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
 
 
 def error_reason(error: Exception) -> str:
