@@ -1,8 +1,7 @@
 """The one place the app caches objects for the whole server process: the workers that analyse
-uploads (serving; the server itself loads no model for them), and, for what must run in the
-server (the webcam's frames, Grad-CAM heatmaps, evaluations started on the Models page), the face
-detector and each classifier, loaded once on first use and shared by every browser session (the
-core's Classifier serialises predict with a lock; FaceDetector is thread-safe)."""
+uploads, compute Grad-CAM heatmaps, run evaluations and score the webcam's frames (serving; the
+server process itself loads no model and imports no TensorFlow for them), the model zoo's
+listing and the analysis queue."""
 from __future__ import annotations
 
 import gc
@@ -16,33 +15,21 @@ import streamlit as st
 import app_state
 from core import zoo
 from core.ensemble import EnsembleCard
-from core.faces import FaceDetector
-from core.model_store import Classifier, ModelCard, load_classifier
-from core.pipeline import make_detector
+from core.model_store import ModelCard
 from core.settings import AnalysisSettings
-from core.threads import limit_threads
 from serving import service
 from serving.protocol import AnalysisRequest
 
 MODELS_DIR_ENV = "DEEPFAKE_MODELS_DIR"
-THREADS_ENV = "DEEPFAKE_TF_THREADS"
-
-
-def _leave_a_core_for_serving() -> None:
-    """TensorFlow takes every core for one analysis by default; then the server has none left
-    to send pages to anyone else. One core stays free (of two): analyses take a little longer,
-    a newcomer's page does not wait behind them. Only possible before TensorFlow's first op."""
-    threads = int(os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 2) - 1))
-    limit_threads(threads)   # False when this process already ran TensorFlow: keep what it has
 
 
 def _keep_keras_state_between_runs() -> None:
     """Streamlit ends every script run by clearing the Keras session, for apps that build models
-    in their script. This app builds none: its models are cached resources that every session
-    shares, and the clearing, run whenever any session's script ends, emptied TensorFlow's kernel
-    cache under a running analysis (its next batch took 0.31 s a model instead of 0.07 s) and held
-    the GIL for a full garbage collection, stalling every other session's page. Streamlit's other
-    clean-up (matplotlib's figures) is kept."""
+    in their script. This app builds one only for an `.h5` import, and the clearing, run
+    whenever any session's script ends, would reset Keras' global state under an import running
+    in another session (when the models ran in the server it emptied TensorFlow's kernel cache
+    under a running analysis: its next batch took 0.31 s a model instead of 0.07 s). Streamlit's
+    other clean-up (matplotlib's figures) is kept."""
     from streamlit.runtime.scriptrunner import script_runner
 
     if not hasattr(script_runner, "_clean_problem_modules"):
@@ -55,19 +42,17 @@ def _keep_keras_state_between_runs() -> None:
     script_runner._clean_problem_modules = clean_problem_modules_but_keras
 
 
-def _freeze_what_is_loaded() -> None:
-    """Streamlit runs a full garbage collection after every script run. With TensorFlow and the
-    models in memory that scanned ~580,000 objects for 0.3 s with the GIL held, and every page
-    being sent meanwhile stopped. What is alive after a load is the server's for good, so it is
-    moved out of the collector's sight. Loads are rare and take seconds: each first thaws and
-    collects everything, so a model the cache dropped is not kept frozen forever."""
-    gc.unfreeze()
+def _freeze_what_is_imported() -> None:
+    """Streamlit runs a full garbage collection after every script run, with the GIL held, and
+    every page being sent meanwhile waits (with TensorFlow and the models in the server it
+    scanned ~580,000 objects for 0.3 s). What the server imported at start is its own for good,
+    so it is moved out of the collector's sight."""
     gc.collect()
     gc.freeze()
 
 
 _keep_keras_state_between_runs()
-_freeze_what_is_loaded()
+_freeze_what_is_imported()
 
 
 def models_dir() -> Path:
@@ -120,36 +105,6 @@ def ensemble_for(mode: str) -> EnsembleCard | None:
     return fitted_ensemble() if mode == "fitted" else None
 
 
-@st.cache_resource(show_spinner="Loading the face detector...", max_entries=4)
-def _detector(min_confidence: float, detect_long_side: int, min_face_size: int) -> FaceDetector:
-    _leave_a_core_for_serving()
-    loaded = make_detector(AnalysisSettings(min_confidence=min_confidence,
-                                            detect_long_side=detect_long_side,
-                                            min_face_size=min_face_size))
-    _freeze_what_is_loaded()
-    return loaded
-
-
-def detector(settings: AnalysisSettings) -> FaceDetector:
-    return _detector(settings.min_confidence, settings.detect_long_side, settings.min_face_size)
-
-
-# Keyed by the card's sha256 too, so a model re-imported under the same name is loaded afresh.
-@st.cache_resource(show_spinner="Loading a model...", max_entries=16)
-def _classifier(card_path: str, sha256: str) -> Classifier:
-    _leave_a_core_for_serving()
-    loaded = load_classifier(card_path)
-    _freeze_what_is_loaded()
-    return loaded
-
-
-def classifiers(names: Sequence[str]) -> list[Classifier]:
-    """The named models, loaded once per server process. Raises ModelNotFoundError for a name
-    not in the zoo and ModelError for a file that does not load."""
-    cards = zoo.resolve_selection(list(names), models_dir())
-    return [_classifier(str(card.card_path), card.sha256) for card in cards]
-
-
 @st.cache_resource(show_spinner=False)
 def analysis_queue() -> app_state.AnalysisQueue:
     """The server's one line for analyses: as many at a time as there are worker slots
@@ -183,6 +138,20 @@ def analyze_server_file(path, names: Sequence[str], settings: AnalysisSettings,
     request = AnalysisRequest(Path(path).name, b"", "", settings.to_dict(), tuple(names),
                               ensemble_mode, path=str(path))
     return analysis_workers().report(request)
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _live_workers(folder: str):
+    return service.start_workers(folder, slots_wanted=1)
+
+
+def live_scorer(settings: AnalysisSettings, names: Sequence[str], ensemble_mode: str = "fitted"):
+    """A core.live scorer whose frames are scored by the Live page's own worker (shared by the
+    Live sessions, apart from the uploads' workers so a camera never waits behind a queue of
+    uploads)."""
+    workers = _live_workers(str(models_dir()))
+    request = (settings.to_dict(), tuple(names), ensemble_mode)
+    return lambda frame: workers.live_frame(*request, frame)
 
 
 def gradcam_heatmaps(model: str, crops: list) -> list:

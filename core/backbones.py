@@ -19,9 +19,9 @@ import keras
 from keras import layers
 
 from core import efficientnet_lite
+from core.backbone_names import ORIGIN_BACKBONES, PREPROCESSING_MODES
 from core.errors import ImageNetWeightsUnavailableError
 
-PREPROCESSING_MODES = ("caffe", "tf", "none", "raw")
 
 # keras.applications' ImageNet statistics for the "caffe" family (BGR order).
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -108,7 +108,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         _lite_spec("lite2", ("block4d_add", "block6e_add")),
     )
 }
-ORIGIN_BACKBONES = tuple(name for name, spec in BACKBONES.items() if spec.origin)
+if ORIGIN_BACKBONES != tuple(name for name, spec in BACKBONES.items() if spec.origin):
+    raise ImportError("core.backbone_names.ORIGIN_BACKBONES disagrees with the registry")
 FAMILIES = tuple(dict.fromkeys(spec.family for spec in BACKBONES.values()))
 
 HEAD_LAYER = "fake_probability"

@@ -104,6 +104,61 @@ class _RateMeter:
         return (len(self.times) - 1) / elapsed if elapsed > 0 else 0.0
 
 
+class FrameScorer:
+    """One frame's faces and every model's verdict on them: what the live analysis thread runs on
+    each frame it takes, here with the models in this process. A scorer is any callable with
+    this signature (the app's runs in a worker process, serving)."""
+
+    def __init__(self, detector: FaceDetector, classifiers: Sequence[Classifier] = (),
+                 band: float = 0.1, *, margin: float = 0.2, ensemble: EnsembleCard | None = None,
+                 views: str = ""):
+        self.detector = detector
+        self.classifiers = list(classifiers)
+        self.band = float(band)
+        self.margin = float(margin)
+        self.ensemble = ensemble
+        self.views = parse_views(views)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classifiers)
+
+    def __call__(self, image: np.ndarray
+                 ) -> tuple[list[FaceBox], list[float], list[tuple[float, ...]]]:
+        """Boxes (person ids not yet assigned), the ensemble score of each face (the mean over
+        its views, as in the video analysis) and its ensemble score in each other view."""
+        detections = self.detector.detect(image)
+        if not detections:
+            return [], [], []
+        if not self.classifiers:
+            return [FaceBox(tuple(d.box), FACE_ONLY_LABEL, float(d.confidence), 0)
+                    for d in detections], [], []
+        crops_by_size = {
+            size: np.stack([square_crop(image, d.box, margin=self.margin, size=size)
+                            for d in detections])
+            for size in {c.input_size for c in self.classifiers}
+        }
+        calibrated, calibrated_views = {}, {}
+        for classifier in self.classifiers:
+            raw = predict_views(classifier, crops_by_size[classifier.input_size], self.views)
+            card = classifier.card
+            calibrated[classifier.name] = np.atleast_1d(verdicts.calibrate(
+                raw.mean(axis=0), card.threshold, card.temperature))
+            calibrated_views[classifier.name] = np.atleast_2d(verdicts.calibrate(
+                raw[1:], card.threshold, card.temperature)) if self.views else None
+        mix = choose_ensemble(list(calibrated), self.ensemble)
+        scores = [mix.face_score({name: values[i] for name, values in calibrated.items()})
+                  for i in range(len(detections))]
+        view_scores = [tuple(mix.face_score({name: values[v, i]
+                                             for name, values in calibrated_views.items()})
+                             for v in range(len(self.views)))
+                       for i in range(len(detections))]
+        faces = [FaceBox(tuple(float(v) for v in d.box), verdicts.label_for(p, self.band),
+                         float(p), 0)
+                 for d, p in zip(detections, scores)]
+        return faces, [float(p) for p in scores], view_scores
+
+
 class LiveAnalyzer:
     """Frames in, annotated frames out, at the caller's pace; analysis runs on one worker thread.
 
@@ -116,20 +171,27 @@ class LiveAnalyzer:
     (core.views), as in `AnalysisSettings.views`.
     """
 
-    def __init__(self, detector: FaceDetector, classifiers: Sequence[Classifier] = (),
-                 band: float = 0.1, window_seconds: float = 3.0, *, margin: float = 0.2,
-                 hold_seconds: float = 0.3, ensemble: EnsembleCard | None = None,
-                 views: str = "", clock: Callable[[], float] = time.monotonic):
+    def __init__(self, detector: FaceDetector | None = None,
+                 classifiers: Sequence[Classifier] = (), band: float = 0.1,
+                 window_seconds: float = 3.0, *, margin: float = 0.2, hold_seconds: float = 0.3,
+                 ensemble: EnsembleCard | None = None, views: str = "",
+                 clock: Callable[[], float] = time.monotonic,
+                 scorer: Callable[[np.ndarray], tuple] | None = None,
+                 model_names: Sequence[str] | None = None):
         if not 0.0 <= band < 0.5:
             raise ValueError(f"band must be in [0, 0.5), got {band}")
         if not window_seconds > 0:
             raise ValueError(f"window_seconds must be positive, got {window_seconds}")
-        self.detector = detector
-        self.classifiers = list(classifiers)
-        self.ensemble = ensemble
+        if scorer is None:
+            if detector is None:
+                raise ValueError("a LiveAnalyzer needs a detector (and models) or a scorer")
+            scorer = FrameScorer(detector, classifiers, band, margin=margin, ensemble=ensemble,
+                                 views=views)
+        self._score = scorer
+        self.model_names = tuple(model_names if model_names is not None
+                                 else (c.name for c in classifiers))
         self.band = float(band)
         self.window_seconds = float(window_seconds)
-        self.margin = float(margin)
         self.hold_seconds = float(hold_seconds)
         self.views = parse_views(views)
         self._clock = clock
@@ -204,7 +266,7 @@ class LiveAnalyzer:
                 pending, self._pending = self._pending, None
                 self._busy = True
             try:
-                faces, scores, view_scores = self._analyse(pending.image)
+                faces, scores, view_scores = self._score(pending.image)
                 error = None
             except Exception as exc:  # one bad frame must not end the live session
                 faces, scores, view_scores = None, (), ()
@@ -224,41 +286,6 @@ class LiveAnalyzer:
                 self._analysis_rate.tick(done)
                 self._busy = False
                 self._published.notify_all()
-
-    def _analyse(self, image: np.ndarray
-                 ) -> tuple[list[FaceBox], list[float], list[tuple[float, ...]]]:
-        """Boxes (person ids not yet assigned), the ensemble score of each face (the mean over
-        its views, as in the video analysis) and its ensemble score in each other view."""
-        detections = self.detector.detect(image)
-        if not detections:
-            return [], [], []
-        if not self.classifiers:
-            return [FaceBox(tuple(d.box), FACE_ONLY_LABEL, float(d.confidence), 0)
-                    for d in detections], [], []
-        crops_by_size = {
-            size: np.stack([square_crop(image, d.box, margin=self.margin, size=size)
-                            for d in detections])
-            for size in {c.input_size for c in self.classifiers}
-        }
-        calibrated, calibrated_views = {}, {}
-        for classifier in self.classifiers:
-            raw = predict_views(classifier, crops_by_size[classifier.input_size], self.views)
-            card = classifier.card
-            calibrated[classifier.name] = np.atleast_1d(verdicts.calibrate(
-                raw.mean(axis=0), card.threshold, card.temperature))
-            calibrated_views[classifier.name] = np.atleast_2d(verdicts.calibrate(
-                raw[1:], card.threshold, card.temperature)) if self.views else None
-        mix = choose_ensemble(list(calibrated), self.ensemble)
-        scores = [mix.face_score({name: values[i] for name, values in calibrated.items()})
-                  for i in range(len(detections))]
-        view_scores = [tuple(mix.face_score({name: values[v, i]
-                                             for name, values in calibrated_views.items()})
-                             for v in range(len(self.views)))
-                       for i in range(len(detections))]
-        faces = [FaceBox(tuple(float(v) for v in d.box), verdicts.label_for(p, self.band),
-                         float(p), 0)
-                 for d, p in zip(detections, scores)]
-        return faces, [float(p) for p in scores], view_scores
 
     def _tracked(self, faces: list[FaceBox], timestamp: float) -> tuple[FaceBox, ...]:
         """Give each face the id of the known face it overlaps most, else a new id, so a person
@@ -327,7 +354,7 @@ class LiveAnalyzer:
                 reasons=reasons,
                 window_faces=len(scores),
                 window_seconds=self.window_seconds,
-                models=tuple(c.name for c in self.classifiers),
+                models=self.model_names,
                 running=self._worker.is_alive() and not self._stopping,
                 error=self._error,
             )

@@ -48,15 +48,13 @@ st.caption("Your camera, analysed as it plays: each face gets a box, the models'
            f"allows, and the verdict covers the last {WINDOW_SECONDS:g} seconds.")
 
 settings = app_state.session_settings(st.session_state)
-detector = app_cache.detector(settings)
 model_names = list(st.session_state.get(app_state.MODELS_KEY) or [])
 try:
-    classifiers = app_cache.classifiers(model_names) if model_names else []
+    model_names = app_cache.model_names(model_names) if model_names else []
 except ModelError as error:
     st.error(str(error))
-    classifiers = []
-model_names = [c.name for c in classifiers]
-if not classifiers:
+    model_names = []
+if not model_names:
     st.info("No model loaded: faces are boxed with the detector's confidence, no verdict is given. "
             "Add a model on the Models page.")
 
@@ -65,11 +63,12 @@ if not classifiers:
 session: LiveSession = st.session_state.setdefault(
     "live_session", LiveSession(lambda: None, config_key=None))
 band = settings.band
+# Frames are scored by a worker process (serving), as uploads are: the server loads no model.
+scorer = app_cache.live_scorer(settings, model_names,
+                               app_state.session_ensemble_mode(st.session_state))
 session.configure(
-    lambda: LiveAnalyzer(detector, classifiers, band=band, window_seconds=WINDOW_SECONDS,
-                         margin=settings.margin, views=settings.views,
-                         ensemble=app_cache.ensemble_for(
-                             app_state.session_ensemble_mode(st.session_state))),
+    lambda: LiveAnalyzer(scorer=scorer, model_names=model_names, band=band,
+                         window_seconds=WINDOW_SECONDS, views=settings.views),
     config_key=(tuple(model_names), app_state.session_ensemble_mode(st.session_state),
                 settings.band, settings.margin, settings.views, settings.min_confidence,
                 settings.detect_long_side, settings.min_face_size))

@@ -9,11 +9,10 @@ import streamlit as st
 import app_cache
 import app_state
 import app_views
-from core.backbones import ORIGIN_BACKBONES, PREPROCESSING_MODES
+from core.backbone_names import ORIGIN_BACKBONES, PREPROCESSING_MODES
 from core.data_root import DATA_ROOT_ENV, data_root, resolve_under
 from core.errors import DetectorError
 from core.evaluate import evaluate, load_labels
-from core.h5_import import import_h5
 
 st.title("Models")
 models_dir = app_cache.models_dir()
@@ -116,6 +115,8 @@ if st.button("Import", key="import_run", disabled=h5_file is None or not name.st
                 tempfile.TemporaryDirectory(prefix="deepfake-h5-") as folder:
             h5_path = Path(folder) / Path(h5_file.name).name
             h5_path.write_bytes(h5_file.getvalue())
+            from core.h5_import import import_h5    # Keras: only when a model is imported
+
             card = import_h5(h5_path, backbone, name.strip(), models_dir,
                              input_size=int(input_size), preprocessing=preprocessing)
         app_cache.forget_model_listing()

@@ -12,7 +12,7 @@ from core.scan.scanner import ScannerConfig, VideoScanner
 from core.settings import AnalysisSettings
 
 from .protocol import (AnalysisRequest, Blobs, encode_analysis, gradcam_crops,
-                       heatmaps_reply, report_reply)
+                       heatmaps_reply, live_faces_reply, live_frame, report_reply)
 
 # Model selections kept loaded at once: the default pair and, say, Compare's all-models run.
 KEPT_SELECTIONS = 2
@@ -31,6 +31,8 @@ class Analyst:
         self.models_dir = models_dir
         self._scanners: OrderedDict[ScannerConfig, VideoScanner] = OrderedDict()
         self._classifiers: dict[str, object] = {}     # Grad-CAM's models not in a scanner
+        self._scorers: dict[tuple, object] = {}         # live frame scorers by their settings
+        self._detectors: dict[AnalysisSettings, object] = {}
 
     def config(self, request: AnalysisRequest) -> ScannerConfig:
         settings = AnalysisSettings.from_dict(request.settings)
@@ -71,11 +73,44 @@ class Analyst:
         classifier = self.classifier(model)
         return [gradcam(classifier, crop) for crop in crops]
 
+    def live_scorer(self, settings: AnalysisSettings, models: tuple[str, ...], ensemble: str):
+        """The FrameScorer for a live session's settings and models (none: faces only), built
+        on the scanner's detector and models, kept for the next frame."""
+        from core.live import FrameScorer
+
+        key = (settings, models, ensemble)
+        if key not in self._scorers:
+            if len(self._scorers) >= 8:         # settings changed often: keep the recent ones
+                self._scorers.pop(next(iter(self._scorers)))
+            if models:
+                scanner = self.scanner(AnalysisRequest("live", b"", "", settings.to_dict(),
+                                                       models, ensemble))
+                detector, classifiers, mix = (scanner.detector, scanner.classifiers,
+                                              scanner.ensemble)
+            else:
+                detector, classifiers, mix = self.detector(settings), [], None
+            self._scorers[key] = FrameScorer(detector, classifiers, settings.band,
+                                             margin=settings.margin, ensemble=mix,
+                                             views=settings.views)
+        return self._scorers[key]
+
+    def detector(self, settings: AnalysisSettings):
+        from core.pipeline import make_detector
+
+        key = _detector_settings(settings)
+        if key not in self._detectors:
+            self._detectors[key] = make_detector(key)
+        return self._detectors[key]
+
     def answer(self, header: dict, blobs: Blobs,
                progress: Callable[[str, float], None] | None = None) -> tuple[dict, Blobs]:
         """The reply to any request a worker receives (an analysis or Grad-CAM)."""
         if header["kind"] == "gradcam":
             return heatmaps_reply(self.gradcam(header["model"], gradcam_crops(header, blobs)))
+        if header["kind"] == "live":
+            scorer = self.live_scorer(AnalysisSettings.from_dict(header["settings"]),
+                                      tuple(header["models"]), header["ensemble"])
+            return live_faces_reply(scorer(live_frame(header, blobs)))
         request = AnalysisRequest.from_message(header, blobs)
         if request.path:
             return report_reply(self.analyze_in_place(request))

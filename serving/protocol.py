@@ -144,6 +144,36 @@ def _raise_if_error(header: dict) -> None:
         raise (VideoError if header["error"] == "input" else DetectorError)(header["message"])
 
 
+def live_frame_request(settings: dict, models: tuple[str, ...], ensemble: str,
+                       frame: np.ndarray) -> tuple[dict, Blobs]:
+    """One camera frame to score (core.live.FrameScorer) with the session's settings and models;
+    no models: faces only."""
+    blobs: Blobs = []
+    return {"kind": "live", "settings": settings, "models": list(models), "ensemble": ensemble,
+            "frame": _array(frame, blobs)}, blobs
+
+
+def live_frame(header: dict, blobs: Blobs) -> np.ndarray:
+    return _from_array(header["frame"], blobs)
+
+
+def live_faces_reply(scored: tuple) -> tuple[dict, Blobs]:
+    faces, scores, view_scores = scored
+    return {"kind": "live_faces",
+            "faces": [[*map(float, f.box), f.label, float(f.score)] for f in faces],
+            "scores": [float(p) for p in scores],
+            "view_scores": [[float(v) for v in views] for views in view_scores]}, []
+
+
+def live_faces_from_reply(header: dict, blobs: Blobs) -> tuple:
+    """What FrameScorer returns: (boxes, each face's ensemble score, its score in each view)."""
+    from core.annotate import FaceBox
+
+    _raise_if_error(header)
+    faces = [FaceBox(tuple(face[:4]), face[4], face[5], 0) for face in header["faces"]]
+    return faces, list(header["scores"]), [tuple(v) for v in header["view_scores"]]
+
+
 def error_reply(error: BaseException) -> dict:
     """The one line a person reads for a failed analysis, and whether the input was at fault."""
     if isinstance(error, DetectorError):

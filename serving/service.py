@@ -26,8 +26,10 @@ def slots() -> int:
     return int(os.environ.get(SLOTS_ENV) or max(1, (os.cpu_count() or 2) // 2))
 
 
-def start_workers(models_dir: str | None):
-    """The app's workers as the environment asks for them; started lazily, one per slot."""
+def start_workers(models_dir: str | None, slots_wanted: int | None = None):
+    """The app's workers as the environment asks for them (`slots_wanted`, default slots());
+    started lazily, one per slot."""
+    count = slots_wanted or slots()
     timeout = float(os.environ.get(TIMEOUT_ENV) or 15.0)
     threads = int(os.environ.get(THREADS_ENV) or 0)
     address = os.environ.get(RAY_ADDRESS_ENV)
@@ -41,9 +43,9 @@ def start_workers(models_dir: str | None):
     if address:
         from .ray_workers import RayWorkers
 
-        return RayWorkers(address, models_dir, slots=slots(), threads=threads or 1,
+        return RayWorkers(address, models_dir, slots=count, threads=threads or 1,
                           timeout=timeout)
     from .local import LocalWorkers
 
-    return LocalWorkers(models_dir, slots=slots(), nice=int(os.environ.get(NICE_ENV) or 10),
+    return LocalWorkers(models_dir, slots=count, nice=int(os.environ.get(NICE_ENV) or 10),
                         threads=threads, timeout=timeout)

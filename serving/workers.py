@@ -1,5 +1,5 @@
 """What the app asks of its workers (an upload's analysis, a server file's report, Grad-CAM
-heatmaps), each one exchange of a request for a reply, which every kind of worker pool (local
+heatmaps, a camera frame's faces and scores), each one exchange of a request for a reply, which every kind of worker pool (local
 processes, Ray actors) implements in `_exchange`."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Callable
 from app_state import StoredAnalysis
 
 from .protocol import (AnalysisRequest, Blobs, entry_from_reply, gradcam_request,
-                       heatmaps_from_reply, result_from_reply)
+                       heatmaps_from_reply, live_faces_from_reply, live_frame_request,
+                       result_from_reply)
 
 Progress = Callable[[str, float], None]
 
@@ -38,3 +39,9 @@ class Workers:
         return heatmaps_from_reply(*self._exchange(
             *gradcam_request(model, crops), f"computing Grad-CAM heatmaps of {model}",
             "choose the model again"))
+
+    def live_frame(self, settings: dict, models: tuple[str, ...], ensemble: str, frame):
+        """One camera frame scored by a worker, as core.live.FrameScorer returns it."""
+        return live_faces_from_reply(*self._exchange(
+            *live_frame_request(settings, models, ensemble, frame), "scoring a camera frame",
+            "the next frame is tried"))

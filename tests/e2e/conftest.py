@@ -17,6 +17,7 @@ SERVER_START_SECONDS = 120
 # Every wait for the app is generous: the app imports TensorFlow on its first run and the test
 # machine's two cores are shared with other test runs.
 APP_TIMEOUT_MS = 240_000
+SERVER_PIDS: dict[str, int] = {}    # app_server's URL -> the `streamlit run` process's id
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +34,8 @@ def app_server(tiny_models_dir, data_root, tmp_path_factory):
     env = {**os.environ, "DEEPFAKE_MODELS_DIR": str(tiny_models_dir),
            "DEEPFAKE_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2",
            "DEEPFAKE_ANALYSIS_SLOTS": "1", "DEEPFAKE_DATA_ROOT": str(data_root)}
-    with streamlit_server(env, log_path, SERVER_START_SECONDS) as (url, _):
+    with streamlit_server(env, log_path, SERVER_START_SECONDS) as (url, server):
+        SERVER_PIDS[url] = server.pid
         yield url
 
 

@@ -152,6 +152,7 @@ def test_a_photo_upload_shows_its_verdict_and_the_annotated_photo_upright(new_pa
     size = picture.evaluate("i => [i.naturalWidth, i.naturalHeight]")
     assert size == [480, 640]                       # shown upright, as the phone meant it
     page.get_by_role("button", name="Annotated photo (JPEG)").wait_for()
+    page.get_by_role("heading", name="profile.jpg").scroll_into_view_if_needed()
     page.screenshot(path=str(screenshots / "analyze_photo.png"), full_page=True)
 
 
@@ -226,3 +227,25 @@ def test_server_files_only_under_the_data_root(new_page, data_root, clips):
     wait_for_app(page)
     page.get_by_role("button", name="Evaluate").click()
     page.get_by_role("heading", name=re.compile(r"labels\.csv: 1 videos")).wait_for()
+
+
+def test_zz_the_server_process_never_loaded_tensorflow(app_server):
+    """Run last (pytest keeps file order): after every page above, uploads, the gallery, Compare,
+    Models and the Live camera included, the `streamlit run` process has no TensorFlow library
+    mapped: the models ran in its worker processes."""
+    from pathlib import Path
+
+    from tests.e2e.conftest import SERVER_PIDS
+
+    maps = Path(f"/proc/{SERVER_PIDS[app_server]}/maps").read_text()
+    assert "tensorflow" not in maps and "libtensorflow" not in maps
+    workers = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+               and b"serving.worker" in _read(p / "cmdline")]
+    assert any("tensorflow" in _read(p / "maps").decode(errors="replace") for p in workers)
+
+
+def _read(path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
