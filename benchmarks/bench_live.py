@@ -1,5 +1,6 @@
 """Live page throughput: LiveAnalyzer (draw in the callback, analyse on one worker thread) against
-the naive callback that detects and classifies every frame before returning it.
+the naive callback that detects and classifies every frame before returning it, and LiveAnalyzer
+with its frames scored in a worker process, as the app runs it.
 
 Both are fed the same 640x480 frames (the astronaut's head moving over a textured background) at
 camera pace for --seconds each. A callback that takes longer than a frame interval delays every
@@ -147,6 +148,31 @@ def main(argv=None) -> int:
               f"callback median {threaded['callback_ms_median']:.1f} ms, p95 "
               f"{threaded['callback_ms_p95']:.1f} ms | frame-to-boxes latency "
               f"{latency:.0f} ms" if latency is not None else "no analysis finished")
+
+        # As the app runs it: the frames scored by a worker process (serving), same models.
+        from core.settings import AnalysisSettings
+        from serving.local import LocalWorkers
+
+        workers = LocalWorkers(str(models_dir), slots=1)
+        try:
+            request = (AnalysisSettings(views="").to_dict(),
+                       tuple(c.name for c in classifiers), "mean")
+            workers.live_frame(*request, frames[0])         # started and loaded: not measured
+            live = LiveAnalyzer(scorer=lambda frame: workers.live_frame(*request, frame),
+                                model_names=request[1])
+            try:
+                in_worker = run_at_camera_pace(live, frames, args.seconds, args.camera_fps)
+                snap = live.snapshot()
+            finally:
+                live.close()
+        finally:
+            workers.close()
+        print(f"in a worker  : shown {in_worker['shown_fps']:5.1f} fps | analyses "
+              f"{snap.frames_analyzed / in_worker['elapsed']:5.1f}/s ({snap.frames_analyzed} of "
+              f"{in_worker['shown']} frames) | callback median "
+              f"{in_worker['callback_ms_median']:.1f} ms, p95 {in_worker['callback_ms_p95']:.1f} ms"
+              f" | frame-to-boxes latency {snap.latency_ms:.0f} ms" if snap.latency_ms is not None
+              else "in a worker: no analysis finished")
 
         if not args.skip_naive:
             naive = run_at_camera_pace(NaiveCallback(detector, classifiers), frames,
