@@ -98,6 +98,7 @@ def face_scores_figure(result: AnalysisResult, models: Sequence[str] | None = No
         figure.add_trace(go.Bar(
             x=[f"person {p.id}" for p in persons], y=[p.scores[model] for p in persons],
             name=model, marker_color=_PALETTE[number % len(_PALETTE)],
+            width=min(0.8 / len(models), 0.25),       # one person's lone bar is not a wall
             hovertemplate="%{x}  P(fake)=%{y:.2f}<extra>" + html.escape(model) + "</extra>"))
     _threshold_and_band(figure, result.settings.band)
     figure.update_layout(
@@ -105,6 +106,11 @@ def face_scores_figure(result: AnalysisResult, models: Sequence[str] | None = No
         yaxis={"title": "P(fake), calibrated", "range": [0, 1.02]},
         legend={"orientation": "h", "y": -0.25})
     return figure
+
+
+def photo_width(width: int, height: int, max_width: int = 760, max_height: int = 600) -> int:
+    """Pixels to show a photo at: whole on a laptop screen, never enlarged."""
+    return max(1, int(min(width, max_width, width * max_height / max(height, 1))))
 
 
 def scores_figure(result: AnalysisResult, models: Sequence[str] | None = None,

@@ -71,6 +71,10 @@ for reason in verdict.reasons:
 for warning in result.warnings:
     st.warning(warning, icon=":material/broken_image:")
 photo = result.kind == "image"
+if entry.annotated_jpeg:     # a photo: the picture itself first, its scores below
+    st.image(entry.annotated_jpeg, caption=f"{entry.upload_name}, annotated",
+             width=app_views.photo_width(result.video.width, result.video.height),
+             alt=f"{entry.upload_name}, annotated")
 if result.no_face:
     where = "the photo" if photo else f"the {len(result.sampled)} sampled frames"
     st.warning(f"No face found in {where}, so there is nothing to judge. Try a lower face "
@@ -82,9 +86,6 @@ else:
 
 if entry.annotated_mp4:
     st.video(entry.annotated_mp4, format="video/mp4")
-if entry.annotated_jpeg:
-    st.image(entry.annotated_jpeg, caption=f"{entry.upload_name}, annotated", width="stretch",
-             alt=f"{entry.upload_name}, annotated")
 
 stem = Path(entry.upload_name).stem
 columns = st.columns(3)
