@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import app_state
 from core.scan.scanner import ScannerConfig, VideoScanner
@@ -30,7 +31,7 @@ class Analyst:
     def __init__(self, models_dir: str | None = None):
         self.models_dir = models_dir
         self._scanners: OrderedDict[ScannerConfig, VideoScanner] = OrderedDict()
-        self._classifiers: dict[str, object] = {}     # Grad-CAM's models not in a scanner
+        self._classifiers: dict[tuple, object] = {}   # Grad-CAM's models not in a scanner
         self._scorers: dict[tuple, object] = {}         # live frame scorers by their settings
         self._detectors: dict[AnalysisSettings, object] = {}
 
@@ -40,31 +41,55 @@ class Analyst:
                              models_dir=self.models_dir, ensemble=request.ensemble,
                              settings=_detector_settings(settings))
 
+    def _zoo(self) -> Path:
+        from core.zoo import DEFAULT_MODELS_DIR
+
+        return Path(self.models_dir or DEFAULT_MODELS_DIR)
+
+    def _key(self, config: ScannerConfig) -> tuple:
+        """A loaded selection is reused while its models' files and the fitted ensemble are the
+        ones it was loaded from: a model re-imported or retrained under the same name, or a
+        refitted ensemble, is loaded afresh."""
+        from core.ensemble import ENSEMBLE_CARD
+        from core.zoo import resolve_selection
+
+        cards = resolve_selection(config.models, self._zoo())
+        try:
+            fitted = (self._zoo() / ENSEMBLE_CARD).stat().st_mtime_ns
+        except OSError:
+            fitted = None
+        return config, tuple(card.sha256 for card in cards), fitted
+
     def is_loaded(self, request: AnalysisRequest) -> bool:
-        return self.config(request) in self._scanners
+        return self._key(self.config(request)) in self._scanners
 
     def scanner(self, request: AnalysisRequest) -> VideoScanner:
-        config = self.config(request)
-        if config not in self._scanners:
+        return self._scanner(self.config(request))[1]
+
+    def _scanner(self, config: ScannerConfig) -> tuple[tuple, VideoScanner]:
+        key = self._key(config)
+        if key not in self._scanners:
             while len(self._scanners) >= KEPT_SELECTIONS:
                 self._scanners.popitem(last=False)
-            self._scanners[config] = VideoScanner(config)
-        self._scanners.move_to_end(config)
-        return self._scanners[config]
+            self._scanners[key] = VideoScanner(config)
+        self._scanners.move_to_end(key)
+        return key, self._scanners[key]
 
     def classifier(self, name: str):
-        """The named model: one a scanner already holds, else loaded (sha256 checked) once."""
+        """The named model: one a scanner already holds, else loaded (sha256 checked) once per
+        version of its file."""
+        from core.model_store import load_classifier
+        from core.zoo import resolve_selection
+
+        [card] = resolve_selection([name], self._zoo())
         for scanner in self._scanners.values():
             for classifier in scanner.classifiers:
-                if classifier.name == name:
+                if classifier.name == name and classifier.card.sha256 == card.sha256:
                     return classifier
-        if name not in self._classifiers:
-            from core.model_store import load_classifier
-            from core.zoo import DEFAULT_MODELS_DIR, resolve_selection
-
-            [card] = resolve_selection([name], self.models_dir or DEFAULT_MODELS_DIR)
-            self._classifiers[name] = load_classifier(card.card_path)
-        return self._classifiers[name]
+        key = (name, card.sha256)
+        if key not in self._classifiers:
+            self._classifiers[key] = load_classifier(card.card_path)
+        return self._classifiers[key]
 
     def gradcam(self, model: str, crops: list) -> list:
         """Grad-CAM heatmaps (core.gradcam) of the named model for each face crop."""
@@ -78,13 +103,15 @@ class Analyst:
         on the scanner's detector and models, kept for the next frame."""
         from core.live import FrameScorer
 
-        key = (settings, models, ensemble)
+        scanner_key = scanner = None
+        if models:
+            scanner_key, scanner = self._scanner(self.config(AnalysisRequest(
+                "live", b"", "", settings.to_dict(), models, ensemble)))
+        key = (settings, models, ensemble, scanner_key)
         if key not in self._scorers:
             if len(self._scorers) >= 8:         # settings changed often: keep the recent ones
                 self._scorers.pop(next(iter(self._scorers)))
             if models:
-                scanner = self.scanner(AnalysisRequest("live", b"", "", settings.to_dict(),
-                                                       models, ensemble))
                 detector, classifiers, mix = (scanner.detector, scanner.classifiers,
                                               scanner.ensemble)
             else:

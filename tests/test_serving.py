@@ -128,6 +128,21 @@ def test_grad_cam_heatmaps_and_server_file_reports_come_from_the_worker(workers,
                                        path=str(media["clip"].with_name("gone.mp4"))))
 
 
+def test_a_model_replaced_under_the_same_name_is_loaded_afresh(media, tmp_path):
+    from tests.conftest import make_tiny_model
+
+    make_tiny_model(tmp_path, "resnet50", name=MODEL, constant_output=0.9)
+    pool = LocalWorkers(str(tmp_path), slots=1)
+    try:
+        assert pool.analyze(request_for(media["photo"])).result.verdict.label == "FAKE"
+        make_tiny_model(tmp_path, "resnet50", name=MODEL, constant_output=0.1)   # re-imported
+        assert pool.analyze(request_for(media["photo"])).result.verdict.label == "REAL"
+        heatmap = pool.gradcam(MODEL, [np.zeros((64, 64, 3), np.uint8)])
+        assert heatmap[0].shape == (64, 64)
+    finally:
+        pool.close()
+
+
 def test_bad_input_comes_back_as_its_one_line(workers, tmp_path):
     text = fixtures.make_text_file(tmp_path / "notes.mp4")
     with pytest.raises(VideoError, match=r"^notes\.mp4 is not a video"):
