@@ -105,8 +105,8 @@ def test_exif_orientation_is_honoured_and_the_box_drawn_on_the_face(tmp_path, de
 
 def test_a_large_photo_is_searched_finely_and_annotated_at_the_settings_long_side(
         tmp_path, detector, model):
-    # A 3000 x 2000 photo with a 150 px face: 32 px at the clips' detection size of 640 px,
-    # below the smallest face looked for, but found in a photo.
+    # A 3000 x 2000 photo with a face about 100 px wide: 21 px at the clips' detection size of
+    # 640 px, below the smallest face looked for there, but found in a photo.
     size = (3000, 2000)
     path = fixtures.make_face_photo(tmp_path / "group.jpg", size=size, face_size=190,
                                     corner=(2200, 1500), quality=92)
