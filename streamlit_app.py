@@ -7,6 +7,7 @@ import pylibsrtp  # noqa: F401
 import streamlit as st
 
 import app_cache
+import app_entry
 import app_state
 from core.ensemble import weights_text
 from core.settings import AnalysisSettings
@@ -24,6 +25,7 @@ PAGES = [
     st.Page("pages/live.py", title="Live", icon=":material/videocam:"),
 ]
 page = st.navigation(PAGES)
+app_entry.entry_ran(PAGES)
 
 RULE_HELP = {
     "confident": "the DFDC winner's rule: a few confidently fake frames outweigh many unsure ones",

@@ -7,10 +7,12 @@ from pathlib import Path
 import streamlit as st
 
 import app_cache
+import app_entry
 import app_state
 import app_views
 from core.errors import DetectorError
 
+app_entry.require_entry(__file__)
 
 st.title("Analyze a video or photo")
 st.caption("Upload a clip or a photo; faces are found (in a clip's evenly spaced frames), scored "

@@ -4,10 +4,13 @@ from __future__ import annotations
 import streamlit as st
 
 import app_cache
+import app_entry
 import app_state
 import app_views
 from core.errors import DetectorError
 from core.results import ENSEMBLE
+
+app_entry.require_entry(__file__)
 
 st.title("Compare models")
 store = app_state.result_store(st.session_state)

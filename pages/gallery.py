@@ -5,11 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 import app_cache
+import app_entry
 import app_state
 import app_views
 from core.errors import DetectorError
 from core.gradcam import overlay
 from core.verdict import LABELS
+
+app_entry.require_entry(__file__)
 
 COLUMNS = 4
 

@@ -10,9 +10,12 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import app_cache
+import app_entry
 import app_state
 from core.errors import ModelError
 from core.live import LiveAnalyzer, LiveSession
+
+app_entry.require_entry(__file__)
 
 ICE_SERVERS_ENV = "DEEPFAKE_ICE_SERVERS"   # JSON list of ICE servers, for use beyond localhost
 WINDOW_SECONDS = 3.0

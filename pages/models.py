@@ -7,12 +7,15 @@ from pathlib import Path
 import streamlit as st
 
 import app_cache
+import app_entry
 import app_state
 import app_views
 from core.backbone_names import ORIGIN_BACKBONES, PREPROCESSING_MODES
 from core.data_root import DATA_ROOT_ENV, data_root, resolve_under
 from core.errors import DetectorError
 from core.evaluate import evaluate, load_labels
+
+app_entry.require_entry(__file__)
 
 st.title("Models")
 models_dir = app_cache.models_dir()

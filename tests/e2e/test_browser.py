@@ -2,6 +2,7 @@
 Each page's screenshot is saved to docs/screenshots/ for the README."""
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -228,6 +229,33 @@ def test_server_files_only_under_the_data_root(new_page, data_root, clips):
     wait_for_app(page)
     page.get_by_role("button", name="Evaluate").click()
     page.get_by_role("heading", name=re.compile(r"labels\.csv: 1 videos")).wait_for()
+
+
+def test_a_deep_link_to_a_fresh_server_opens_the_page_with_its_sidebar(browser, tiny_models_dir,
+                                                                      tmp_path):
+    """The first request a fresh server gets is a link to /live: the Live page, with the sidebar,
+    its settings and the zoo's models, as when the app is opened at / first."""
+    from tests.e2e.conftest import APP_TIMEOUT_MS, SERVER_START_SECONDS
+    from tests.serving import streamlit_server
+
+    env = {**os.environ, "DEEPFAKE_MODELS_DIR": str(tiny_models_dir),
+           "DEEPFAKE_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with streamlit_server(env, tmp_path / "server.log", SERVER_START_SECONDS) as (url, _):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(APP_TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            page.goto(f"{url}/live")
+            page.get_by_role("heading", name="Live").first.wait_for()
+            wait_for_app(page)
+            page.get_by_role("heading", name="Settings").wait_for()
+            nav = page.get_by_test_id("stSidebarNav")
+            assert nav.get_by_role("link", name="Analyze").count() == 1
+            page.get_by_text("tiny_resnet50").first.wait_for()           # the sidebar's models
+            assert page.get_by_text("No model loaded").count() == 0
+            assert page.url.rstrip("/").endswith("/live")
+        finally:
+            context.close()
 
 
 def test_zz_the_server_process_never_loaded_tensorflow(app_server):
