@@ -2,6 +2,13 @@
 the app shows it in the page."""
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message as one line a person can read: its first non-empty line, or its
+    type's name when it says nothing."""
+    lines = (line.strip() for line in str(error).splitlines())
+    return next((line for line in lines if line), type(error).__name__)
+
+
 class DetectorError(Exception):
     """Base of every error the core raises on purpose."""
 

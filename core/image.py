@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, ImageLimitError
+from .errors import ImageError, ImageLimitError, first_line
 from .video import VideoInfo
 
 # Pillow's own names of the formats we take, and how a person knows them.
@@ -75,7 +75,7 @@ def _opened(path: Path, max_pixels: int) -> Image.Image:
         raise ImageError(f"{path.name} is not a photo this app reads ({accepted}), or its "
                          "header is damaged") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{path.name} is damaged: {_first_line(error)}") from None
+        raise ImageError(f"{path.name} is damaged: {first_line(error)}") from None
     width, height = image.size
     if width * height > max_pixels:
         image.close()
@@ -87,11 +87,6 @@ def _opened(path: Path, max_pixels: int) -> Image.Image:
         raise ImageError(f"{path.name} is {width}x{height} px; a photo needs at least "
                          f"{MIN_IMAGE_SIDE} px a side to hold a face")
     return image
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _as_rgb(image: Image.Image) -> np.ndarray:
@@ -130,7 +125,7 @@ def read_image(path: str | Path, *, max_pixels: int = 50_000_000
             upright = ImageOps.exif_transpose(image) if orientation != 1 else image
             pixels = _as_rgb(upright)
         except (OSError, SyntaxError, ValueError, EOFError) as error:
-            raise ImageError(f"{path.name} is truncated or damaged ({_first_line(error)}); "
+            raise ImageError(f"{path.name} is truncated or damaged ({first_line(error)}); "
                              "re-download or re-export it") from None
     height, width = pixels.shape[:2]
     info = VideoInfo(path=str(path), width=width, height=height, fps=0.0, duration=0.0,

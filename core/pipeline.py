@@ -18,6 +18,7 @@ from . import verdict as verdicts
 from .annotate import FaceBox, draw_faces, scaled_boxes, write_annotated_video
 from .ensemble import EnsembleCard
 from .ensemble import choose as choose_ensemble
+from .errors import first_line
 from .faces import FaceDetector, square_crop
 from .image import is_image_file, read_image, write_jpeg
 from .model_store import Classifier
@@ -180,8 +181,8 @@ def analyze_image(
             write_jpeg(annotated_path, draw_faces(shown, scaled_boxes(boxes, scale, scale)))
             result.annotated_image = str(annotated_path)
         except Exception as error:  # noqa: BLE001 - the verdict above stands without the image
-            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-            result.warnings.append(f"the annotated image could not be written ({detail}); the "
+            result.warnings.append(f"the annotated image could not be written "
+                                   f"({first_line(error)}); the "
                                    "verdict and reports do not depend on it")
         report("annotate", 1.0)
         timings["annotate"] = time.perf_counter() - t0
@@ -277,8 +278,8 @@ def analyze_video(
                                             max_long_side=settings.annotated_long_side or None)
             result.annotated_video = str(written["path"])
         except Exception as error:  # noqa: BLE001 - the verdict above stands without the video
-            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-            result.warnings.append(f"the annotated video could not be written ({detail}); the "
+            result.warnings.append(f"the annotated video could not be written "
+                                   f"({first_line(error)}); the "
                                    "verdict, timeline and reports do not depend on it")
         timings["annotate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started

@@ -12,7 +12,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from app_state import StoredAnalysis
-from core.errors import DetectorError, VideoError
+from core.errors import DetectorError, VideoError, first_line
 from core.results import AnalysisResult
 
 Blobs = list[bytes]
@@ -179,10 +179,9 @@ def error_reply(error: BaseException) -> dict:
     if isinstance(error, DetectorError):
         kind, message = ("input" if isinstance(error, VideoError) else "detector"), str(error)
     else:
-        text = str(error).strip().splitlines()
         kind = "internal"
-        message = (f"the analysis failed ({type(error).__name__}"
-                   + (f": {text[0][:300]}" if text else "") + ")")
+        said = f": {first_line(error)[:300]}" if str(error).strip() else ""
+        message = f"the analysis failed ({type(error).__name__}{said})"
     return {"kind": "error", "error": kind, "message": message}
 
 

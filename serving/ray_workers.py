@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import queue
 
-from core.scan.ray_engine import error_reason, import_ray, kill_actors, start_or_join
+from core.errors import first_line
+from core.scan.ray_engine import import_ray, kill_actors, start_or_join
 
 from .protocol import Blobs, WorkerError, WorkerLostError, WorkerTimeoutError, error_reply
 from .workers import Progress, Workers
@@ -108,7 +109,7 @@ class RayWorkers(Workers):
         except ray.exceptions.RayError as error:
             actor = self._replace(actor)
             raise WorkerLostError(
-                f"the Ray analysis worker died while {what} ({error_reason(error)}); a fresh "
+                f"the Ray analysis worker died while {what} ({first_line(error)[:300]}); a fresh "
                 f"worker has been started: {again}") from None
         except WorkerError:
             raise

@@ -13,7 +13,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..errors import DetectorError
+from ..errors import DetectorError, first_line
 from .jobs import Outcome, ScanJob
 from .scanner import ScannerConfig, VideoScanner
 
@@ -123,7 +123,7 @@ class RayEngine:
             ready = ray.get([a.ready.remote() for a in self.actors])
         except ray.exceptions.RayError as error:
             self.close()
-            raise ScanEngineError(f"Ray workers could not start: {error_reason(error)}") from None
+            raise ScanEngineError(f"Ray workers could not start: {first_line(error)[:300]}") from None
         self.pids = {actor: pid for actor, (pid, _) in zip(self.actors, ready)}
         self.model_names = ready[0][1]
 
@@ -158,7 +158,7 @@ class RayEngine:
                 # Killed every time it was tried: treated like an unusable video.
                 outcome = Outcome(job, video_error=True,
                                   error=f"its worker died on each of {attempts[job.index]} "
-                                        f"tries (last: {error_reason(error)})")
+                                        f"tries (last: {first_line(error)[:300]})")
             else:
                 idle.append(actor)
             outcome.attempts = attempts[job.index]
@@ -190,8 +190,3 @@ def kill_actors(ray, actors) -> None:
             ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
-
-
-def error_reason(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return next((line.strip() for line in text if line.strip()), type(error).__name__)[:300]
