@@ -60,14 +60,6 @@ def models_dir() -> Path:
     return Path(os.environ.get(MODELS_DIR_ENV) or zoo.DEFAULT_MODELS_DIR)
 
 
-def _folder_version(folder: Path) -> int:
-    """Changes whenever a file in the folder is added, removed or renamed into place."""
-    try:
-        return folder.stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
 @st.cache_data(ttl=120, show_spinner=False)
 def _zoo_listing(folder: str, version: int) -> dict[str, ModelCard]:
     return zoo.available_models(folder)
@@ -77,7 +69,7 @@ def list_models() -> dict[str, ModelCard]:
     """name -> card of every model in the zoo folder (re-read when the folder changes, at most
     every two minutes otherwise, or right after `forget_model_listing`)."""
     folder = models_dir()
-    return _zoo_listing(str(folder), _folder_version(folder))
+    return _zoo_listing(str(folder), zoo.folder_version(folder))
 
 
 def refused_cards() -> list[tuple[str, str]]:
@@ -98,7 +90,7 @@ def _fitted_ensemble(folder: str, version: int) -> EnsembleCard | None:
 def fitted_ensemble() -> EnsembleCard | None:
     """The zoo's fitted ensemble (models/ensemble.json) when it is current, else None."""
     folder = models_dir()
-    return _fitted_ensemble(str(folder), _folder_version(folder))
+    return _fitted_ensemble(str(folder), zoo.folder_version(folder))
 
 
 def ensemble_for(mode: str) -> EnsembleCard | None:

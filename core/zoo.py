@@ -11,6 +11,15 @@ from .model_store import Classifier, ModelCard, discover_models, load_classifier
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
+def folder_version(folder: str | Path) -> int:
+    """Changes whenever a file in the zoo folder is added, removed or renamed into place (every
+    model, card and ensemble card is written whole and renamed into place, core.atomic)."""
+    try:
+        return Path(folder).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 def available_models(models_dir: str | Path = DEFAULT_MODELS_DIR) -> dict[str, ModelCard]:
     """name -> card, in a stable order."""
     return {card.name: card for card in (ModelCard.load(p) for p in discover_models(models_dir))}

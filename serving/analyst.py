@@ -34,6 +34,7 @@ class Analyst:
         self._classifiers: dict[tuple, object] = {}   # Grad-CAM's models not in a scanner
         self._scorers: dict[tuple, object] = {}         # live frame scorers by their settings
         self._detectors: dict[AnalysisSettings, object] = {}
+        self._keys: dict[ScannerConfig, tuple[int, tuple]] = {}   # config -> (zoo version, key)
 
     def config(self, request: AnalysisRequest) -> ScannerConfig:
         settings = AnalysisSettings.from_dict(request.settings)
@@ -49,16 +50,23 @@ class Analyst:
     def _key(self, config: ScannerConfig) -> tuple:
         """A loaded selection is reused while its models' files and the fitted ensemble are the
         ones it was loaded from: a model re-imported or retrained under the same name, or a
-        refitted ensemble, is loaded afresh."""
+        refitted ensemble, is loaded afresh. The cards are read again only when the zoo folder
+        changed (reading them took 5 ms, on every live frame)."""
         from core.ensemble import ENSEMBLE_CARD
-        from core.zoo import resolve_selection
+        from core.zoo import folder_version, resolve_selection
 
+        version = folder_version(self._zoo())
+        known = self._keys.get(config)
+        if known is not None and known[0] == version:
+            return known[1]
         cards = resolve_selection(config.models, self._zoo())
         try:
             fitted = (self._zoo() / ENSEMBLE_CARD).stat().st_mtime_ns
         except OSError:
             fitted = None
-        return config, tuple(card.sha256 for card in cards), fitted
+        key = config, tuple(card.sha256 for card in cards), fitted
+        self._keys[config] = (version, key)
+        return key
 
     def is_loaded(self, request: AnalysisRequest) -> bool:
         return self._key(self.config(request)) in self._scanners
