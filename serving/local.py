@@ -15,13 +15,10 @@ from pathlib import Path
 
 from .protocol import (Blobs, WorkerError, WorkerLostError, WorkerTimeoutError, receive,
                        send)
-from .workers import Progress, Workers
+from .workers import STARTUP_SECONDS, Progress, Workers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 POLL_SECONDS = 0.25
-# A fresh worker imports TensorFlow before it can answer at all: seconds on an idle machine,
-# many more on a busy one. It is allowed this long before its first word.
-STARTUP_SECONDS = 180.0
 
 
 def _lost_text(what: str, again: str, returncode: int | None) -> str:

@@ -12,10 +12,9 @@ from core.errors import first_line
 from core.scan.ray_engine import import_ray, kill_actors, start_or_join
 
 from .protocol import Blobs, WorkerError, WorkerLostError, WorkerTimeoutError, error_reply
-from .workers import Progress, Workers
+from .workers import STARTUP_SECONDS, Progress, Workers
 
 POLL_SECONDS = 0.5
-STARTUP_SECONDS = 180.0
 
 
 class AnalystActor:

@@ -12,6 +12,9 @@ from .protocol import (AnalysisRequest, Blobs, entry_from_reply, gradcam_request
                        result_from_reply)
 
 Progress = Callable[[str, float], None]
+# A fresh worker imports TensorFlow before it can answer at all: seconds on an idle machine,
+# many more on a busy one. Every kind of worker is allowed this long before its first word.
+STARTUP_SECONDS = 180.0
 
 
 class Workers:
