@@ -69,6 +69,15 @@ def tiny_models_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def always_fake_dir(tmp_path_factory):
+    """A models folder with a tiny ResNet50 that gives every face P(fake) 0.9: a verdict known in
+    advance (FAKE) and red boxes that are easy to find in an annotated frame."""
+    folder = tmp_path_factory.mktemp("always_fake")
+    make_tiny_model(folder, "resnet50", constant_output=0.9)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_resnet_dir(tmp_path_factory):
     """A models folder with a single tiny ResNet50 model: the fastest real classifier."""
     folder = tmp_path_factory.mktemp("one_model")

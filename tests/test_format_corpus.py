@@ -6,7 +6,6 @@ from __future__ import annotations
 from fractions import Fraction
 
 import av
-import numpy as np
 import pytest
 
 from core.pipeline import analyze_video, make_detector
@@ -14,7 +13,6 @@ from core.settings import AnalysisSettings
 from core.tracking import iou
 from core.zoo import load_models
 from tests import fixtures
-from tests.conftest import make_tiny_model
 
 FRAMES = 12
 SETTINGS = AnalysisSettings(frames=4, views="")
@@ -47,10 +45,8 @@ def detector():
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("corpus_model")
-    make_tiny_model(folder, "resnet50", constant_output=0.9)
-    return load_models("all", folder)
+def model(always_fake_dir):
+    return load_models("all", always_fake_dir)
 
 
 @pytest.mark.parametrize("size, pix_fmt, rotation, codec, suffix, vfr, sample_aspect", CORPUS,
@@ -100,18 +96,16 @@ def test_clip_gets_its_verdict_and_an_annotated_video_with_the_box_on_the_face(
     assert (source_left[:, 0] - source_left[:, 1:].max(axis=1)).max() < 100
 
 
-def test_the_cli_annotates_a_webcam_sized_clip_and_counts_it_analysed(tmp_path, capsys):
+def test_the_cli_annotates_a_webcam_sized_clip_and_counts_it_analysed(tmp_path, always_fake_dir,
+                                                                     capsys):
     import json
 
     from core.cli import main
 
-    models = tmp_path / "models"
-    models.mkdir()
-    make_tiny_model(models, "resnet50", constant_output=0.9)
     clip = fixtures.make_face_clip(tmp_path / "webcam.mp4", frames=FRAMES, size=(528, 306),
                                    face_size=150)
     out = tmp_path / "out"
-    assert main(["analyze", str(clip), "--models-dir", str(models), "--frames", "4",
+    assert main(["analyze", str(clip), "--models-dir", str(always_fake_dir), "--frames", "4",
                  "--annotate", "--out", str(out)]) == 0
     report = json.loads((out / "webcam.json").read_text())
     assert report["verdict"]["label"] in ("FAKE", "UNCERTAIN") and report["warnings"] == []

@@ -18,7 +18,6 @@ from core.settings import AnalysisSettings
 from core.tracking import iou
 from core.zoo import load_models
 from tests import fixtures
-from tests.conftest import make_tiny_model
 
 SETTINGS = AnalysisSettings(views="")
 SIZE = (640, 480)
@@ -30,16 +29,8 @@ def detector():
 
 
 @pytest.fixture(scope="module")
-def fake_model_dir(tmp_path_factory):
-    """A model that calls every face FAKE (P 0.9): its red boxes are easy to find."""
-    folder = tmp_path_factory.mktemp("photo_model")
-    make_tiny_model(folder, "resnet50", constant_output=0.9)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def model(fake_model_dir):
-    return load_models("all", fake_model_dir)
+def model(always_fake_dir):
+    return load_models("all", always_fake_dir)
 
 
 def red_edge(image: np.ndarray, box, scale: float = 1.0) -> int:
@@ -179,7 +170,7 @@ def test_a_video_named_jpg_is_still_a_video_and_a_photo_named_mp4_still_a_photo(
 
 
 def test_the_cli_scans_a_folder_of_photos_and_videos_in_one_report_schema(
-        tmp_path, fake_model_dir, capfd):
+        tmp_path, always_fake_dir, capfd):
     from core.cli import main
 
     folder = tmp_path / "archive"
@@ -189,7 +180,7 @@ def test_the_cli_scans_a_folder_of_photos_and_videos_in_one_report_schema(
     fixtures.make_face_clip(folder / "clip.mp4", frames=8, size=(320, 240), face_size=120)
     bad = bad_photos(folder)
     out = tmp_path / "out"
-    code = main(["analyze", str(folder), "--models-dir", str(fake_model_dir), "--frames", "4",
+    code = main(["analyze", str(folder), "--models-dir", str(always_fake_dir), "--frames", "4",
                  "--annotate", "--out", str(out)])
     printed = capfd.readouterr()
     assert code == 2                                 # some inputs failed
@@ -217,7 +208,7 @@ def test_the_cli_scans_a_folder_of_photos_and_videos_in_one_report_schema(
     assert kinds["notes.jpg"] == ("image", "ERROR")
 
     # A rerun keeps what is done (annotated copies included) and redoes only the failures.
-    assert main(["analyze", str(folder), "--models-dir", str(fake_model_dir), "--frames", "4",
+    assert main(["analyze", str(folder), "--models-dir", str(always_fake_dir), "--frames", "4",
                  "--annotate", "--out", str(out)]) == 2
     assert "3 already done, kept" in capfd.readouterr().out
 
