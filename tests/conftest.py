@@ -78,6 +78,23 @@ def always_fake_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def always_fake_models(always_fake_dir):
+    """The always-FAKE model, loaded."""
+    from core.zoo import load_models
+
+    return load_models("all", always_fake_dir)
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """The face detector with the default settings, compiled once for every test that uses it."""
+    from core.pipeline import make_detector
+    from core.settings import AnalysisSettings
+
+    return make_detector(AnalysisSettings())
+
+
+@pytest.fixture(scope="session")
 def tiny_resnet_dir(tmp_path_factory):
     """A models folder with a single tiny ResNet50 model: the fastest real classifier."""
     folder = tmp_path_factory.mktemp("one_model")

@@ -8,10 +8,9 @@ from fractions import Fraction
 import av
 import pytest
 
-from core.pipeline import analyze_video, make_detector
+from core.pipeline import analyze_video
 from core.settings import AnalysisSettings
 from core.tracking import iou
-from core.zoo import load_models
 from tests import fixtures
 
 FRAMES = 12
@@ -39,28 +38,19 @@ CORPUS = [(*entry, None) for entry in CORPUS] + [
     ((1024, 576), "yuv420p", 0, "libx264", ".mp4", False, Fraction(64, 45))]
 
 
-@pytest.fixture(scope="module")
-def detector():
-    return make_detector(SETTINGS)
-
-
-@pytest.fixture(scope="module")
-def model(always_fake_dir):
-    return load_models("all", always_fake_dir)
-
-
 @pytest.mark.parametrize("size, pix_fmt, rotation, codec, suffix, vfr, sample_aspect", CORPUS,
                          ids=[f"{s[0]}x{s[1]}-{f}-r{r}-{c}" + ("-vfr" if v else "")
                               + (f"-sar{a.numerator}:{a.denominator}" if a else "")
                               for s, f, r, c, _, v, a in CORPUS])
 def test_clip_gets_its_verdict_and_an_annotated_video_with_the_box_on_the_face(
-        tmp_path, detector, model, size, pix_fmt, rotation, codec, suffix, vfr, sample_aspect):
+        tmp_path, detector, always_fake_models, size, pix_fmt, rotation, codec, suffix, vfr,
+        sample_aspect):
     face_size = min(size) // 2
     clip = fixtures.make_face_clip(tmp_path / f"clip{suffix}", frames=FRAMES, size=size,
                                    pix_fmt=pix_fmt, rotation=rotation, codec=codec,
                                    face_size=face_size, vfr=vfr, sample_aspect=sample_aspect)
     annotated = tmp_path / "annotated.mp4"
-    result = analyze_video(clip, detector, model, SETTINGS, annotated_path=annotated,
+    result = analyze_video(clip, detector, always_fake_models, SETTINGS, annotated_path=annotated,
                            keep_images=False)
     assert result.warnings == []
     # A face in every sampled frame (in the variable-rate clip, sampled by time, the detector

@@ -13,24 +13,13 @@ from PIL import Image
 
 from core.errors import ImageError, ImageLimitError
 from core.image import MIN_IMAGE_SIDE, is_image_file, read_image
-from core.pipeline import analyze_file, analyze_image, make_detector
+from core.pipeline import analyze_file, analyze_image
 from core.settings import AnalysisSettings
 from core.tracking import iou
-from core.zoo import load_models
 from tests import fixtures
 
 SETTINGS = AnalysisSettings(views="")
 SIZE = (640, 480)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return make_detector(SETTINGS)
-
-
-@pytest.fixture(scope="module")
-def model(always_fake_dir):
-    return load_models("all", always_fake_dir)
 
 
 def red_edge(image: np.ndarray, box, scale: float = 1.0) -> int:
@@ -56,8 +45,8 @@ FORMATS = [
 
 
 @pytest.mark.parametrize("name, mode, options, tolerance", FORMATS, ids=[f[0] for f in FORMATS])
-def test_each_format_is_read_upright_and_its_face_judged(tmp_path, detector, model, name, mode,
-                                                         options, tolerance):
+def test_each_format_is_read_upright_and_its_face_judged(tmp_path, detector, always_fake_models,
+                                                         name, mode, options, tolerance):
     path = fixtures.make_face_photo(tmp_path / name, mode=mode, **options)
     assert is_image_file(path)
     pixels, info, notes = read_image(path)
@@ -68,18 +57,18 @@ def test_each_format_is_read_upright_and_its_face_judged(tmp_path, detector, mod
         picture = picture.mean(axis=2, keepdims=True)
     assert np.abs(pixels.astype(int) - picture).mean() <= tolerance + 1
 
-    result = analyze_image(path, detector, model, SETTINGS, keep_images=False)
+    result = analyze_image(path, detector, always_fake_models, SETTINGS, keep_images=False)
     [face] = result.faces
     assert iou(face.box, fixtures.photo_face_box(SIZE)) > 0.6, face.box
     assert result.verdict.label == "FAKE" and result.kind == "image"
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_is_honoured_and_the_box_drawn_on_the_face(tmp_path, detector, model,
-                                                                    orientation):
+def test_exif_orientation_is_honoured_and_the_box_drawn_on_the_face(
+        tmp_path, detector, always_fake_models, orientation):
     path = fixtures.make_face_photo(tmp_path / "phone.jpg", orientation=orientation, quality=95)
     annotated = tmp_path / "phone.annotated.jpg"
-    result = analyze_image(path, detector, model, SETTINGS, annotated_path=annotated)
+    result = analyze_image(path, detector, always_fake_models, SETTINGS, annotated_path=annotated)
     assert (result.video.width, result.video.height) == SIZE   # upright whatever was stored
     [face] = result.faces
     truth = fixtures.photo_face_box(SIZE)
@@ -95,14 +84,14 @@ def test_exif_orientation_is_honoured_and_the_box_drawn_on_the_face(tmp_path, de
 
 
 def test_a_large_photo_is_searched_finely_and_annotated_at_the_settings_long_side(
-        tmp_path, detector, model):
+        tmp_path, detector, always_fake_models):
     # A 3000 x 2000 photo with a face about 100 px wide: 21 px at the clips' detection size of
     # 640 px, below the smallest face looked for there, but found in a photo.
     size = (3000, 2000)
     path = fixtures.make_face_photo(tmp_path / "group.jpg", size=size, face_size=190,
                                     corner=(2200, 1500), quality=92)
     annotated = tmp_path / "group.annotated.jpg"
-    result = analyze_image(path, detector, model, SETTINGS, annotated_path=annotated)
+    result = analyze_image(path, detector, always_fake_models, SETTINGS, annotated_path=annotated)
     [face] = result.faces
     assert iou(face.box, fixtures.photo_face_box(size, 190, (2200, 1500))) > 0.6
     drawn = np.asarray(Image.open(annotated).convert("RGB"))
@@ -111,21 +100,23 @@ def test_a_large_photo_is_searched_finely_and_annotated_at_the_settings_long_sid
     assert red_edge(drawn, face.box, scale) > 100
 
 
-def test_an_animated_webp_is_judged_on_its_first_frame_and_says_so(tmp_path, detector, model):
+def test_an_animated_webp_is_judged_on_its_first_frame_and_says_so(tmp_path, detector,
+                                                                   always_fake_models):
     first = Image.fromarray(fixtures.render_photo(SIZE))
     path = tmp_path / "animated.webp"
     first.save(path, save_all=True, append_images=[first.rotate(90), first.rotate(180)],
                duration=100)
-    result = analyze_image(path, detector, model, SETTINGS, keep_images=False)
+    result = analyze_image(path, detector, always_fake_models, SETTINGS, keep_images=False)
     assert len(result.faces) == 1
     assert result.warnings == ["an animated WebP of 3 frames: only its first frame was judged"]
 
 
-def test_a_photo_without_a_face_gets_no_face_not_an_error(tmp_path, detector, model):
+def test_a_photo_without_a_face_gets_no_face_not_an_error(tmp_path, detector, always_fake_models):
     path = tmp_path / "wall.png"
     Image.fromarray(fixtures._background(*SIZE)).save(path)
-    result = analyze_image(path, detector, model, SETTINGS)
-    assert result.no_face and result.verdict.label == "NO_FACE" and result.verdict.probability is None
+    result = analyze_image(path, detector, always_fake_models, SETTINGS)
+    assert result.no_face and result.verdict.label == "NO_FACE"
+    assert result.verdict.probability is None
 
 
 def bad_photos(folder):
@@ -142,10 +133,10 @@ def bad_photos(folder):
     ]
 
 
-def test_bad_photos_raise_one_line_that_names_the_file(tmp_path, detector, model):
+def test_bad_photos_raise_one_line_that_names_the_file(tmp_path, detector, always_fake_models):
     for path, says in bad_photos(tmp_path):
         with pytest.raises(ImageError) as raised:
-            analyze_file(path, detector, model, SETTINGS)
+            analyze_file(path, detector, always_fake_models, SETTINGS)
         message = str(raised.value)
         assert message.startswith(path.name + " ") and says in message, message
         assert len(message.splitlines()) == 1
@@ -153,10 +144,10 @@ def test_bad_photos_raise_one_line_that_names_the_file(tmp_path, detector, model
             assert isinstance(raised.value, ImageLimitError)
 
 
-def test_the_pixel_limit_is_a_setting(tmp_path, detector, model):
+def test_the_pixel_limit_is_a_setting(tmp_path, detector, always_fake_models):
     path = fixtures.make_face_photo(tmp_path / "photo.png")
     with pytest.raises(ImageLimitError, match="the limit is 0.10 megapixels"):
-        analyze_file(path, detector, model, AnalysisSettings(max_image_pixels=100_000))
+        analyze_file(path, detector, always_fake_models, AnalysisSettings(max_image_pixels=100_000))
 
 
 def test_a_video_named_jpg_is_still_a_video_and_a_photo_named_mp4_still_a_photo(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from core import verdict as verdicts
 from core.errors import (CorruptVideoError, EmptyFileError, NotAVideoError, NoVideoStreamError,
                          TooFewFramesError)
-from core.pipeline import analyze_video, make_detector
+from core.pipeline import analyze_video
 from core.results import ENSEMBLE, NO_FACE
 from core.settings import AnalysisSettings
 from core.tracking import iou
@@ -20,11 +20,6 @@ from tests import fixtures
 from tests.conftest import make_tiny_model
 
 SETTINGS = AnalysisSettings(frames=8)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return make_detector(SETTINGS)
 
 
 @pytest.fixture(scope="module")
