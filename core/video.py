@@ -3,8 +3,9 @@
 Every image leaves this module as H x W x 3 uint8 RGB in display orientation: the display matrix
 that phones write (rotation metadata) is applied with np.rot90, so portrait clips come out
 portrait, and non-square pixels (anamorphic DVD and broadcast clips) are stretched to square
-ones, so a 720x576 16:9 clip comes out 1024x576. `frame_index` is the 0-based ordinal of the decoded frame, counted the same way by
-`sample_frames` and `iter_frames`, so indices from one line up with the other.
+ones, so a 720x576 16:9 clip comes out 1024x576. `frame_index` is the 0-based ordinal of the
+decoded frame, counted the same way by `sample_frames` and `iter_frames`, so indices from one
+line up with the other.
 """
 from __future__ import annotations
 
