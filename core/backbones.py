@@ -114,6 +114,15 @@ FAMILIES = tuple(dict.fromkeys(spec.family for spec in BACKBONES.values()))
 
 HEAD_LAYER = "fake_probability"
 PREPROCESSING_LAYER = "preprocessing"
+FRAMING_LAYER = "framing"
+
+
+def framed_input_size(input_size: int, framing: float) -> int:
+    """The input side of a model that looks at the central `framing` share of its input with a
+    backbone of `input_size`: the pipeline's whole crop comes in, the face's share goes on."""
+    if not 0.0 < framing <= 1.0:
+        raise ValueError(f"framing must be in (0, 1], got {framing}")
+    return int(round(input_size / framing))
 
 
 @keras.saving.register_keras_serializable(package="deepfake")
@@ -219,12 +228,16 @@ def build_classifier(
     input_size: int | None = None,
     dropout: float = 0.5,
     preprocessing: str | None = None,
+    framing: float = 1.0,
 ) -> keras.Model:
     """RGB float [0, 255] (size x size x 3) -> P(fake), shape (N, 1).
 
     weights: None (random) or "imagenet" (the cached notop file; see imagenet_weights_path).
     depth: "full" or the name of a backbone layer to cut at (BACKBONES[b].cuts suggests some).
-    preprocessing: defaults to the family's mode; "raw" for imported origin models."""
+    preprocessing: defaults to the family's mode; "raw" for imported origin models.
+    framing: below 1, the model takes framed_input_size(size, framing) pixels and its first
+        layer keeps the central size x size of them (no weights: a model trained on the inner
+        square alone takes its weights unchanged)."""
     spec = get_spec(backbone)
     if weights not in (None, "imagenet"):
         raise ValueError(f"weights must be None or 'imagenet', not {weights!r}")
@@ -239,8 +252,14 @@ def build_classifier(
     # Checked before any building: an offline machine must fail fast, not wait on a download.
     weights_file = imagenet_weights_path(backbone) if weights == "imagenet" else None
 
-    inputs = keras.Input((size, size, 3), dtype="float32", name="rgb_0_255")
-    x = ImageNetPreprocessing(mode, name=PREPROCESSING_LAYER)(inputs)
+    outer = framed_input_size(size, framing)
+    inputs = keras.Input((outer, outer, 3), dtype="float32", name="rgb_0_255")
+    x = inputs
+    if outer != size:
+        before = (outer - size) // 2
+        x = layers.Cropping2D(((before, outer - size - before), (before, outer - size - before)),
+                              name=FRAMING_LAYER)(x)
+    x = ImageNetPreprocessing(mode, name=PREPROCESSING_LAYER)(x)
     # A local path (not "imagenet") keeps keras.applications off the network entirely.
     base = spec.builder(
         include_top=False,
@@ -284,10 +303,22 @@ def parse_model_name(model_name: str) -> tuple[str, str] | None:
     return None
 
 
+def input_window(model: keras.Model) -> tuple[int, int]:
+    """(offset, side) of the square of its input that a model's backbone sees: the central part
+    its framing layer keeps, or (0, input side) for a model without one."""
+    size = int(model.input_shape[1])
+    try:
+        layer = model.get_layer(FRAMING_LAYER)
+    except ValueError:
+        return 0, size
+    (top, bottom), _ = layer.cropping
+    return int(top), size - int(top) - int(bottom)
+
+
 def last_conv_layer(model: keras.Model) -> str:
     """Name of the last layer with a 4-D (feature map) output: Grad-CAM's target."""
     for layer in reversed(model.layers):
-        if isinstance(layer, (layers.InputLayer, ImageNetPreprocessing)):
+        if isinstance(layer, (layers.InputLayer, ImageNetPreprocessing, layers.Cropping2D)):
             continue
         try:
             shape = layer.output.shape

@@ -50,6 +50,8 @@ def gradcam(classifier_or_model, crop: np.ndarray) -> np.ndarray:
     size for the pass and the heatmap back to the crop's size."""
     import tensorflow as tf
 
+    from .backbones import input_window
+
     model = _keras_model(classifier_or_model)
     crop = np.asarray(crop)
     if crop.ndim != 3 or crop.shape[2] != 3:
@@ -72,7 +74,15 @@ def gradcam(classifier_or_model, crop: np.ndarray) -> np.ndarray:
     peak = float(cam.max())
     if not np.isfinite(peak) or peak <= 0.0:
         return np.zeros((height, width), dtype=np.float32)
-    cam = cv2.resize((cam / peak).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    cam = (cam / peak).astype(np.float32)
+    offset, side = input_window(model)
+    if side != size:
+        # The feature map covers only the part of the input the framing layer keeps.
+        window = np.zeros((size, size), dtype=np.float32)
+        window[offset:offset + side, offset:offset + side] = cv2.resize(
+            cam, (side, side), interpolation=cv2.INTER_LINEAR)
+        cam = window
+    cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
     return np.clip(cam, 0.0, 1.0)
 
 

@@ -86,3 +86,15 @@ def test_rejects_what_is_not_a_model_or_a_crop(brightness_model):
         gradcam(object(), np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(ValueError):
         gradcam(brightness_model, np.zeros((32, 32), np.uint8))
+
+
+def test_a_framed_models_heatmap_lies_inside_the_part_it_sees():
+    """A model that keeps the central half of its input (backbones.FRAMING_LAYER): its feature
+    map covers that half alone, so the heatmap is placed there, zero on the border it cuts."""
+    keras.utils.set_random_seed(3)
+    framed = build_classifier("vgg16", depth="block2_pool", input_size=64, framing=0.5)
+    heatmap = gradcam(framed, _face_crop(160))
+    assert heatmap.shape == (160, 160) and heatmap.max() > 0.9
+    assert heatmap[:30].max() == 0 and heatmap[-30:].max() == 0
+    assert heatmap[:, :30].max() == 0 and heatmap[:, -30:].max() == 0
+    assert heatmap[45:115, 45:115].mean() > 0.05

