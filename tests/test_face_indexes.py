@@ -249,6 +249,18 @@ def test_train_on_a_mixture_and_evaluate_the_crops(pipeline_faces, foreign_index
     # Every epoch drew 16 faces: two batches of 8.
     assert state["history"][0]["val_video_auc_by_dataset"].keys() == {"DFDC", "FF++"}
 
+    # The same weights exported to look at the whole crop: the comparison the framing needs.
+    whole_out = tmp_path / "zoo" / "mixed_whole.keras"
+    assert cli.main(["train", "--resume", "--run-dir", str(run_dir), "--export-framing", "1",
+                     "--out", str(whole_out), "--no-progress"]) == 0
+    whole_card = json.loads(whole_out.with_suffix(".json").read_text())
+    assert whole_card["input_size"] == 64 and whole_card["training"]["framing"]["share_kept"] == 1
+    assert cli.main(["train", "--resume", "--run-dir", str(run_dir), "--export-framing", "1",
+                     "--epochs", "3", "--out", str(whole_out), "--no-progress"]) == 2
+    assert "can only be exported" in capsys.readouterr().err
+    whole_out.unlink()
+    whole_out.with_suffix(".json").unlink()
+
     [stored] = resolve_selection("mixed", out.parent)
     report = evaluate_crops(foreign_index, [stored], split="train")
     m = report["models"]["mixed"]

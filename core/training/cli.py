@@ -76,7 +76,8 @@ def cmd_train(args) -> int:
             raise ValueError("--resume needs --run-dir (the run to continue)")
         config = resume_config(args.run_dir, epochs=args.epochs, max_minutes=args.max_minutes,
                                patience=args.patience, workers=args.workers,
-                               out=str(args.out) if args.out else None)
+                               out=str(args.out) if args.out else None,
+                               framing=args.export_framing)
     else:
         if not args.backbone or not args.faces:
             raise ValueError("train needs --backbone and --faces (or --resume with --run-dir)")
@@ -165,6 +166,9 @@ def register(commands) -> None:
     train.add_argument("--framing", type=float, default=1.0,
                        help="share of the pipeline's crop side the model sees, centred (measure "
                             "it with python -m core framing); foreign crops are taken whole")
+    train.add_argument("--export-framing", type=float, default=None,
+                       help="with --resume of a finished run: export its weights at another "
+                            "framing (1 = the whole crop), calibrated on val faces cut so")
     train.add_argument("--epoch-faces", type=int, default=None,
                        help="faces drawn per epoch: half real, half fake, datasets by the square "
                             "root of their size (an epoch is then a checkpoint interval)")

@@ -743,6 +743,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         state = json.loads(state_path.read_text())
+        trained_framing = float(state["config"].get("framing", 1.0))
+        if config.framing != trained_framing and int(state["epoch"]) < config.epochs:
+            raise ValueError(f"the run was trained at framing {trained_framing:g}; another "
+                             "framing can only be exported (--epochs at most the epochs run)")
         model = keras.models.load_model(run_dir / "last.keras", safe_mode=True)
         initial_epoch = int(state["epoch"])
         state["seconds_before"] = float(state.get("seconds", 0.0))
@@ -911,7 +915,7 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     if not state_path.is_file():
         raise ValueError(f"nothing to resume in {run_dir} (no state.json)")
     saved = json.loads(state_path.read_text())["config"]
-    allowed = {"epochs", "max_minutes", "patience", "workers", "out"}
+    allowed = {"epochs", "max_minutes", "patience", "workers", "out", "framing"}
     unknown = set(overrides) - allowed
     if unknown:
         raise ValueError(f"cannot change {', '.join(sorted(unknown))} when resuming")
