@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import app_state
 from core.scan.scanner import ScannerConfig, VideoScanner
 from core.settings import AnalysisSettings
 
 from .protocol import (AnalysisRequest, Blobs, encode_analysis, gradcam_crops,
                        heatmaps_reply, live_faces_reply, live_frame, report_reply)
+from .uploads import StoredAnalysis, Upload, analyze_upload
 
 # Model selections kept loaded at once: the default pair and, say, Compare's all-models run.
 KEPT_SELECTIONS = 2
@@ -164,16 +164,16 @@ class Analyst:
 
     def analyze_entry(self, request: AnalysisRequest,
                       progress: Callable[[str, float], None] | None = None
-                      ) -> app_state.StoredAnalysis:
+                      ) -> StoredAnalysis:
         """The analysis of one request as the app stores it."""
         if progress is not None and not self.is_loaded(request):
             progress("load", 0.0)
         scanner = self.scanner(request)
         settings = AnalysisSettings.from_dict(request.settings)
-        upload = app_state.Upload(request.upload_name, request.data, request.content_hash)
+        upload = Upload(request.upload_name, request.data, request.content_hash)
 
         def analyze(path, **options):
             return scanner.analyze(path, settings, **options)
 
-        return app_state.analyze_upload(upload, analyze, settings, scanner.model_names,
-                                        progress, ensemble=request.ensemble)
+        return analyze_upload(upload, analyze, settings, scanner.model_names, progress,
+                              ensemble=request.ensemble)

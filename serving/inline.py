@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import threading
 
-from app_state import StoredAnalysis
-
 from .analyst import Analyst
 from .protocol import AnalysisRequest
+from .uploads import StoredAnalysis
 
 
 class InlineWorkers:

@@ -11,9 +11,10 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from app_state import StoredAnalysis
 from core.errors import DetectorError, VideoError, first_line
 from core.results import AnalysisResult
+
+from .uploads import StoredAnalysis
 
 Blobs = list[bytes]
 

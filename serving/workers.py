@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app_state import StoredAnalysis
-
 from .protocol import (AnalysisRequest, Blobs, entry_from_reply, gradcam_request,
                        heatmaps_from_reply, live_faces_from_reply, live_frame_request,
                        result_from_reply)
+from .uploads import StoredAnalysis
 
 Progress = Callable[[str, float], None]
 # A fresh worker imports TensorFlow before it can answer at all: seconds on an idle machine,
