@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 # aiortc's SRTP library (under streamlit-webrtc) crashes the process when it is first loaded
-# after TensorFlow, which app_cache brings in; loading it first avoids that.
+# after TensorFlow, which app.cache brings in; loading it first avoids that.
 import pylibsrtp  # noqa: F401
 import streamlit as st
 
-import app_cache
-import app_entry
-import app_state
+from app import cache as app_cache
+from app import entry as app_entry
+from app import state as app_state
 from core.ensemble import weights_text
 from core.settings import AnalysisSettings
 from core.views import VIEW_NAMES, VIEW_TEXT, parse_views

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-import app_cache
-import app_entry
-import app_state
-import app_views
+from app import cache as app_cache
+from app import entry as app_entry
+from app import state as app_state
+from app import views as app_views
 from core.errors import DetectorError
 from core.results import ENSEMBLE
 

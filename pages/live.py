@@ -9,9 +9,9 @@ import av
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-import app_cache
-import app_entry
-import app_state
+from app import cache as app_cache
+from app import entry as app_entry
+from app import state as app_state
 from core.errors import ModelError
 from core.live import LiveAnalyzer, LiveSession
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import streamlit as st
 
-import app_cache
-import app_entry
-import app_state
-import app_views
+from app import cache as app_cache
+from app import entry as app_entry
+from app import state as app_state
+from app import views as app_views
 from core.backbone_names import ORIGIN_BACKBONES, PREPROCESSING_MODES
 from core.data_root import DATA_ROOT_ENV, data_root, resolve_under
 from core.errors import DetectorError

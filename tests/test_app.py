@@ -17,10 +17,10 @@ from streamlit import config as st_config
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-import app_cache
-import app_state
-import app_views
-from app_cache import MODELS_DIR_ENV
+from app import cache as app_cache
+from app import state as app_state
+from app import views as app_views
+from app.cache import MODELS_DIR_ENV
 from core.data_root import DATA_ROOT_ENV
 from core.errors import VideoError
 from core.results import ENSEMBLE
@@ -635,7 +635,7 @@ def test_a_failed_analysis_frees_its_place():
 
 def test_another_sessions_script_run_keeps_keras_state(analysed):
     """Streamlit clears the Keras session after every script run, for apps that build models in
-    the script; app_cache stops that: a session's run must not reset Keras' state under an .h5
+    the script; app.cache stops that: a session's run must not reset Keras' state under an .h5
     import running in another session."""
     from keras.src.backend.common import global_state
 

@@ -275,7 +275,7 @@ def test_without_ray_the_engine_says_how_to_get_it(monkeypatch):
 
 
 def test_the_app_and_the_local_engine_do_not_import_ray():
-    code = ("import sys, app_cache, core.cli, core.scan.run, core.scan.local\n"
+    code = ("import sys, app.cache, core.cli, core.scan.run, core.scan.local\n"
             "assert 'ray' not in sys.modules, 'ray imported'\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import app_state
+from app import state as app_state
 from core.errors import VideoError
 from core.pipeline import analyze_file, make_detector
 from core.settings import AnalysisSettings
@@ -218,7 +218,7 @@ def test_a_request_left_midway_does_not_hand_its_reply_to_the_next(workers, medi
 
 
 def test_the_servers_modules_do_not_load_tensorflow():
-    code = ("import sys, app_cache, app_state, app_views, serving.local, serving.service\n"
+    code = ("import sys, app.cache, app.state, app.views, serving.local, serving.service\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True)
@@ -254,7 +254,7 @@ at.text_input(key="evaluate_source").set_value("labels.csv").run()
 at.button(key="evaluate_run").click().run()
 assert not at.exception and not at.error and at.session_state["evaluation"]
 # The Live page's streamer needs a real server (the browser tests run it); its scorer is here.
-import app_cache
+from app import cache as app_cache
 import core.live  # noqa: F401 - what the Live page imports
 from core.settings import AnalysisSettings
 from tests.fixtures import render_photo
@@ -289,7 +289,7 @@ def test_the_server_process_loads_no_model_and_no_tensorflow_on_any_page(
 
 def test_the_app_analyses_in_the_worker_and_survives_its_death(media, tiny_resnet_dir,
                                                                monkeypatch):
-    import app_cache
+    from app import cache as app_cache
     from tests.test_app import current, new_app, upload
 
     monkeypatch.setenv("DEEPFAKE_MODELS_DIR", str(tiny_resnet_dir))
@@ -393,7 +393,7 @@ def test_analyses_run_on_a_ray_cluster_and_survive_a_killed_actor(ray_head, medi
 @pytest.mark.slow
 def test_the_app_uses_the_ray_cluster_named_in_the_environment(ray_head, media, tiny_resnet_dir,
                                                                 monkeypatch):
-    import app_cache
+    from app import cache as app_cache
     from serving.ray_workers import RayWorkers
     from tests.test_app import current, new_app, upload
 

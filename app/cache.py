@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-import app_state
+from . import state as app_state
 from core import zoo
 from core.ensemble import EnsembleCard
 from core.model_store import ModelCard
