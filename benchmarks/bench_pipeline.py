@@ -32,7 +32,7 @@ from core.backbones import ORIGIN_BACKBONES, build_classifier, get_spec  # noqa:
 from core.model_store import save_model  # noqa: E402
 from core.pipeline import analyze_video, make_detector  # noqa: E402
 from core.settings import AnalysisSettings  # noqa: E402
-from core.video import probe, sample_frames  # noqa: E402
+from core.media.video import probe, sample_frames  # noqa: E402
 from core.zoo import (DEFAULT_MODELS_DIR, available_models, default_selection,  # noqa: E402
                       fitted_ensemble, load_models)
 

@@ -58,7 +58,7 @@ def _settings(args):
 
 def find_videos(paths: list[Path], photos: bool = False) -> list[Path]:
     """The files named and, in the folders named, every video (and with `photos`, every photo)."""
-    from .image import IMAGE_SUFFIXES
+    from .media.image import IMAGE_SUFFIXES
 
     suffixes = VIDEO_SUFFIXES | (set(IMAGE_SUFFIXES) if photos else set())
     videos: list[Path] = []

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import verdict as verdicts
-from .annotate import FaceBox, draw_faces
+from .media.annotate import FaceBox, draw_faces
 from .ensemble import EnsembleCard
 from .ensemble import choose as choose_ensemble
 from .faces import FaceDetector, square_crop

@@ -15,18 +15,18 @@ import cv2
 import numpy as np
 
 from . import verdict as verdicts
-from .annotate import FaceBox, draw_faces, scaled_boxes, write_annotated_video
+from .media.annotate import FaceBox, draw_faces, scaled_boxes, write_annotated_video
 from .ensemble import EnsembleCard
 from .ensemble import choose as choose_ensemble
 from .errors import first_line
 from .faces import FaceDetector, square_crop
-from .image import is_image_file, read_image, write_jpeg
+from .media.image import is_image_file, read_image, write_jpeg
 from .model_store import Classifier
 from .results import ENSEMBLE, NO_FACE, AnalysisResult, FaceResult, ModelVerdict, PersonResult
 from .settings import AnalysisSettings
 from .tracking import link_tracks
 from .views import ORIGINAL, disagreement, parse_views, predict_views
-from .video import DecodeStats, Frame, probe, sample_frames
+from .media.video import DecodeStats, Frame, probe, sample_frames
 
 ProgressCallback = Callable[[str, float], None]
 

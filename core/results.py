@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .settings import AnalysisSettings
 
 if TYPE_CHECKING:      # core.video needs PyAV; results are also read where no video is decoded
-    from .video import VideoInfo
+    from .media.video import VideoInfo
 
 ENSEMBLE = "ensemble"
 NO_FACE = "NO_FACE"
@@ -116,7 +116,7 @@ class AnalysisResult:
     @classmethod
     def from_dict(cls, report: dict) -> "AnalysisResult":
         """The result a `to_dict` report describes (without the in-memory images)."""
-        from .video import VideoInfo
+        from .media.video import VideoInfo
 
         return cls(
             video=VideoInfo(**report["video"]),

@@ -168,7 +168,7 @@ def live_faces_reply(scored: tuple) -> tuple[dict, Blobs]:
 
 def live_faces_from_reply(header: dict, blobs: Blobs) -> tuple:
     """What FrameScorer returns: (boxes, each face's ensemble score, its score in each view)."""
-    from core.annotate import FaceBox
+    from core.media.annotate import FaceBox
 
     _raise_if_error(header)
     faces = [FaceBox(tuple(face[:4]), face[4], face[5], 0) for face in header["faces"]]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.image import annotated_file_name
+from core.media.image import annotated_file_name
 from core.results import AnalysisResult
 from core.settings import AnalysisSettings
 

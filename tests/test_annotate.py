@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from core.annotate import COLOURS, FaceBox, draw_faces, write_annotated_video
+from core.media.annotate import COLOURS, FaceBox, draw_faces, write_annotated_video
 from core.errors import NotAVideoError
 from tests import fixtures
 

@@ -25,7 +25,7 @@ from core.data_root import DATA_ROOT_ENV
 from core.errors import VideoError
 from core.results import ENSEMBLE
 from core.settings import AnalysisSettings
-from core.video import probe
+from core.media.video import probe
 from tests.fixtures import make_blank_clip, make_face_clip, make_text_file, make_truncated_mp4
 
 APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"

@@ -11,7 +11,7 @@ from core.cli import main
 from core.errors import VideoLimitError
 from core.pipeline import analyze_video, make_detector
 from core.settings import AnalysisSettings
-from core.video import probe
+from core.media.video import probe
 from core.zoo import load_models
 from tests import fixtures
 

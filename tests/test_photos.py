@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from core.errors import ImageError, ImageLimitError
-from core.image import MIN_IMAGE_SIDE, is_image_file, read_image
+from core.media.image import MIN_IMAGE_SIDE, is_image_file, read_image
 from core.pipeline import analyze_file, analyze_image
 from core.settings import AnalysisSettings
 from core.tracking import iou

@@ -192,7 +192,7 @@ def test_long_clip_cut_at_max_frames(name, long_source, tmp_path):
 
 @pytest.mark.parametrize("name", ["none", "crf28"])
 def test_portrait_phone_clip_keeps_its_orientation(name, tmp_path):
-    from core.video import probe
+    from core.media.video import probe
 
     # Stored 320x240, shown 240x320 through a display matrix, as phones write portrait clips.
     phone = fixtures.make_face_clip(tmp_path / "portrait.mp4", frames=10, size=(240, 320),

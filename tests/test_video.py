@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-import core.video as video
+import core.media.video as video
 from core.errors import (CorruptVideoError, EmptyFileError, NotAVideoError, NoVideoStreamError,
                          TooFewFramesError, VideoError)
-from core.video import iter_frames, probe, sample_frames
+from core.media.video import iter_frames, probe, sample_frames
 from tests import fixtures
 
 

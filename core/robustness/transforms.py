@@ -111,7 +111,7 @@ def _encode_once(source: Path, target: Path, encode: Encode, max_frames: int = M
     frames written."""
     import av
 
-    from ..video import display_rgb, display_rotation
+    from ..media.video import display_rgb, display_rotation
 
     written = 0
     with av.open(str(source)) as reader:

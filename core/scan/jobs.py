@@ -88,7 +88,7 @@ def summary_row(outcome: Outcome) -> dict:
     """The summary line of one video or photo, from its report as written (fresh or from a past
     run)."""
     if outcome.failed:
-        from ..image import is_image_file
+        from ..media.image import is_image_file
 
         return {"path": outcome.job.path,
                 "kind": "image" if is_image_file(outcome.job.path) else "video",

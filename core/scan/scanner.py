@@ -61,7 +61,7 @@ class VideoScanner:
                             settings or self.config.settings, ensemble=self.ensemble, **options)
 
     def scan(self, job: ScanJob) -> Outcome:
-        from ..image import annotated_file_name
+        from ..media.image import annotated_file_name
 
         annotated = (Path(self.config.annotate_dir) / annotated_file_name(job.path, job.stem)
                      if self.config.annotate_dir else None)

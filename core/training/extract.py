@@ -180,7 +180,7 @@ def extract_video(task: VideoTask, out_dir: Path, detector: FaceDetector,
     """Crop and save one video's faces; returns its index rows (it writes no index itself).
     Raises a VideoError when the video cannot be decoded."""
     from ..tracking import link_tracks
-    from ..video import probe, sample_frames
+    from ..media.video import probe, sample_frames
 
     info = probe(task.path)
     frames: dict[int, object] = {}

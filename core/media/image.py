@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, ImageLimitError, first_line
+from ..errors import ImageError, ImageLimitError, first_line
 from .video import VideoInfo
 
 # Pillow's own names of the formats we take, and how a person knows them.
@@ -136,7 +136,7 @@ def read_image(path: str | Path, *, max_pixels: int = 50_000_000
 
 def write_jpeg(path: str | Path, image: np.ndarray, quality: int = 92) -> None:
     """An RGB image as a baseline JPEG, appearing at `path` only when complete."""
-    from .atomic import atomic_path
+    from ..atomic import atomic_path
 
     with atomic_path(path, suffix=".part.jpg") as temp_path:
         Image.fromarray(image).save(temp_path, "JPEG", quality=quality)

@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .errors import (CorruptVideoError, EmptyFileError, NotAVideoError, NoVideoStreamError,
+from ..errors import (CorruptVideoError, EmptyFileError, NotAVideoError, NoVideoStreamError,
                      TooFewFramesError, VideoLimitError)
 
 _LOG = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import av
 import cv2
 import numpy as np
 
-from . import atomic
-from .errors import CorruptVideoError
+from .. import atomic
+from ..errors import CorruptVideoError
 from .video import VideoInfo, display_size, iter_yuv420, probe
 
 COLOURS = {                      # RGB
