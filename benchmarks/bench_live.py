@@ -27,7 +27,7 @@ from skimage.data import astronaut  # noqa: E402
 
 from core import verdict as verdicts  # noqa: E402
 from core.media.annotate import FaceBox, draw_faces  # noqa: E402
-from core.faces import FaceDetector, square_crop  # noqa: E402
+from core.faces.detector import FaceDetector, square_crop  # noqa: E402
 from core.live import LiveAnalyzer  # noqa: E402
 from core.model_store import discover_models, load_classifier  # noqa: E402
 

@@ -24,9 +24,9 @@ from . import verdict as verdicts
 from .media.annotate import FaceBox, draw_faces
 from .ensemble import EnsembleCard
 from .ensemble import choose as choose_ensemble
-from .faces import FaceDetector, square_crop
+from .faces.detector import FaceDetector, square_crop
 from .model_store import Classifier
-from .tracking import iou
+from .faces.tracking import iou
 from .views import disagreement, parse_views, predict_views
 
 FACE_ONLY_LABEL = "FACE"        # the label boxes get when no classifier is loaded

@@ -19,12 +19,12 @@ from .media.annotate import FaceBox, draw_faces, scaled_boxes, write_annotated_v
 from .ensemble import EnsembleCard
 from .ensemble import choose as choose_ensemble
 from .errors import first_line
-from .faces import FaceDetector, square_crop
+from .faces.detector import FaceDetector, square_crop
 from .media.image import is_image_file, read_image, write_jpeg
 from .model_store import Classifier
 from .results import ENSEMBLE, NO_FACE, AnalysisResult, FaceResult, ModelVerdict, PersonResult
 from .settings import AnalysisSettings
-from .tracking import link_tracks
+from .faces.tracking import link_tracks
 from .views import ORIGINAL, disagreement, parse_views, predict_views
 from .media.video import DecodeStats, Frame, probe, sample_frames
 

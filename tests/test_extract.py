@@ -11,8 +11,8 @@ import pytest
 from core import cli
 from core.training.extract import (INDEX_COLUMNS, ExtractSettings, crop_face, crop_geometry,
                           read_index, select_faces, video_id)
-from core.faces import Detection
-from core.tracking import Track, iou
+from core.faces.detector import Detection
+from core.faces.tracking import Track, iou
 from tests.fixtures import face_positions, make_face_clip, make_text_file
 
 FRAMES = 12

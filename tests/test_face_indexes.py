@@ -13,7 +13,7 @@ import skimage.data
 
 from core import cli
 from core.backbones import FRAMING_LAYER, build_classifier, framed_input_size, input_window
-from core.faces import square_crop
+from core.faces.detector import square_crop
 from core.model_store import load_classifier, save_model
 from core.training.crop_metrics import evaluate_crops, model_input
 from core.training.extract import ExtractSettings, extract, tasks_from_labels

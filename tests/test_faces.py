@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from skimage.data import astronaut
 
-from core.faces import Detection, FaceDetector, KEYPOINT_NAMES, nms, pyramid_scales, square_crop
-from core.tracking import iou
+from core.faces.detector import (Detection, FaceDetector, KEYPOINT_NAMES, nms, pyramid_scales,
+                                 square_crop)
+from core.faces.tracking import iou
 
 # The astronaut's face (eyebrows to chin, ear to ear), checked by eye on skimage.data.astronaut().
 FACE_BOX = (180.0, 62.0, 266.0, 172.0)
@@ -208,7 +209,7 @@ def test_detection_geometry_helpers():
 def test_mosaic_gives_each_level_the_same_pnet_output_as_alone(detector):
     """PNet runs once on all pyramid levels packed together; the packing must not change what
     it sees in any level (cells whose window lies inside the level)."""
-    from core.faces import _mosaic, _normalised, _pnet_grid
+    from core.faces.detector import _mosaic, _normalised, _pnet_grid
 
     rng = np.random.default_rng(5)
     levels = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)

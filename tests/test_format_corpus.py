@@ -10,7 +10,7 @@ import pytest
 
 from core.pipeline import analyze_video
 from core.settings import AnalysisSettings
-from core.tracking import iou
+from core.faces.tracking import iou
 from tests import fixtures
 
 FRAMES = 12

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from skimage.data import astronaut
 
-from core.faces import FaceDetector
+from core.faces.detector import FaceDetector
 from core.live import FACE_ONLY_LABEL, MAX_EXTRAPOLATION_SECONDS, LiveAnalyzer, LiveSession
 from core.model_store import load_classifier
-from core.tracking import iou
+from core.faces.tracking import iou
 from tests.conftest import make_tiny_model
 
 WIDTH, HEIGHT = 640, 480

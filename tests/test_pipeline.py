@@ -14,7 +14,7 @@ from core.errors import (CorruptVideoError, EmptyFileError, NotAVideoError, NoVi
 from core.pipeline import analyze_video
 from core.results import ENSEMBLE, NO_FACE
 from core.settings import AnalysisSettings
-from core.tracking import iou
+from core.faces.tracking import iou
 from core.zoo import load_models
 from tests import fixtures
 from tests.conftest import make_tiny_model

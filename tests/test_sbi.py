@@ -6,7 +6,7 @@ import pytest
 from skimage.data import astronaut
 
 from core.training.extract import crop_face
-from core.faces import FaceDetector
+from core.faces.detector import FaceDetector
 from core.training.sbi import blend, face_mask, keypoint_array, make_source, self_blend
 
 SEEDS = range(24)

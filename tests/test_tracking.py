@@ -1,7 +1,7 @@
 import pytest
 
-from core.faces import Detection
-from core.tracking import Track, iou, link_tracks
+from core.faces.detector import Detection
+from core.faces.tracking import Track, iou, link_tracks
 
 
 def det(x, y, size=100, confidence=0.99):

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import VideoError
-from ..faces import KEYPOINT_NAMES, Detection, FaceDetector, square_crop
+from ..faces.detector import KEYPOINT_NAMES, Detection, FaceDetector, square_crop
 from ..settings import AnalysisSettings
 
 NATIVE_CROP_CAP = 384      # --crop-size 0 keeps native resolution up to this side
@@ -179,7 +179,7 @@ def extract_video(task: VideoTask, out_dir: Path, detector: FaceDetector,
                   settings: ExtractSettings) -> list[dict]:
     """Crop and save one video's faces; returns its index rows (it writes no index itself).
     Raises a VideoError when the video cannot be decoded."""
-    from ..tracking import link_tracks
+    from ..faces.tracking import link_tracks
     from ..media.video import probe, sample_frames
 
     info = probe(task.path)

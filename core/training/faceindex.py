@@ -16,7 +16,7 @@ import csv
 import math
 from pathlib import Path
 
-from ..faces import KEYPOINT_NAMES
+from ..faces.detector import KEYPOINT_NAMES
 from ..model_store import file_sha256
 
 KEYPOINT_COLUMNS = [f"{name}_{axis}" for name in KEYPOINT_NAMES for axis in ("x", "y")]

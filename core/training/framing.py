@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .. import atomic
-from ..faces import FaceDetector
+from ..faces.detector import FaceDetector
 from .faceindex import KEYPOINT_COLUMNS, index_path, keypoints_path, read_face_index
 
 CROP_MIN_CONFIDENCE = 0.9        # a crop holds one face by construction: accept a weaker one

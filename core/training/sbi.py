@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..faces import KEYPOINT_NAMES
+from ..faces.detector import KEYPOINT_NAMES
 
 BLEND_RATIO_RANGE = (0.25, 1.0)
 SCALE_RANGE = (0.95, 1.05)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.faces import Detection
+from core.faces.detector import Detection
 
 
 @dataclass
