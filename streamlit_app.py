@@ -9,10 +9,10 @@ import streamlit as st
 from app import cache as app_cache
 from app import entry as app_entry
 from app import state as app_state
-from core.ensemble import weights_text
+from core.verdicts.ensemble import weights_text
 from core.settings import AnalysisSettings
-from core.views import VIEW_NAMES, VIEW_TEXT, parse_views
-from core.verdict import RULES
+from core.verdicts.views import VIEW_NAMES, VIEW_TEXT, parse_views
+from core.verdicts.verdict import RULES
 
 st.set_page_config(page_title="Deepfake detector", page_icon=":material/face_retouching_off:",
                    layout="wide")

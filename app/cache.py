@@ -14,7 +14,7 @@ import streamlit as st
 
 from . import state as app_state
 from core import zoo
-from core.ensemble import EnsembleCard
+from core.verdicts.ensemble import EnsembleCard
 from core.model_store import ModelCard
 from core.settings import AnalysisSettings
 from serving import service

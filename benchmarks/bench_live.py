@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from skimage.data import astronaut  # noqa: E402
 
-from core import verdict as verdicts  # noqa: E402
+from core.verdicts import verdict as verdicts  # noqa: E402
 from core.media.annotate import FaceBox, draw_faces  # noqa: E402
 from core.faces.detector import FaceDetector, square_crop  # noqa: E402
 from core.live import LiveAnalyzer  # noqa: E402

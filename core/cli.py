@@ -19,7 +19,7 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     from .settings import AnalysisSettings
-    from .verdict import RULES
+    from .verdicts.verdict import RULES
 
     defaults = AnalysisSettings()
     parser.add_argument("--models", default="default",
@@ -171,8 +171,8 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .ensemble import choose as choose_ensemble
-    from .ensemble import weights_text
+    from .verdicts.ensemble import choose as choose_ensemble
+    from .verdicts.ensemble import weights_text
     from .evaluate import evaluate, format_report, load_labels, schema_only
     from .scan.jobs import ScannedResult, plan
     from .scan.run import scan_all
@@ -238,7 +238,7 @@ def cmd_models_fit_ensemble(args) -> int:
     calibration on them, and write MODELS_DIR/ensemble.json."""
     from tqdm import tqdm
 
-    from .ensemble import ENSEMBLE_CARD, VideoFaces, fit_ensemble, weights_text
+    from .verdicts.ensemble import ENSEMBLE_CARD, VideoFaces, fit_ensemble, weights_text
     from .errors import VideoError
     from .evaluate import load_labels
     from .pipeline import analyze_video

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-from .calibration import LOG_LOSS_CLIP
+from .verdicts.calibration import LOG_LOSS_CLIP
 from .errors import LabelsError, VideoError
 from .results import ENSEMBLE
 

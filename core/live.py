@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import verdict as verdicts
+from .verdicts import verdict as verdicts
 from .media.annotate import FaceBox, draw_faces
-from .ensemble import EnsembleCard
-from .ensemble import choose as choose_ensemble
+from .verdicts.ensemble import EnsembleCard
+from .verdicts.ensemble import choose as choose_ensemble
 from .faces.detector import FaceDetector, square_crop
 from .model_store import Classifier
 from .faces.tracking import iou
-from .views import disagreement, parse_views, predict_views
+from .verdicts.views import disagreement, parse_views, predict_views
 
 FACE_ONLY_LABEL = "FACE"        # the label boxes get when no classifier is loaded
 RATE_WINDOW_SECONDS = 2.0       # frames per second are counted over this much recent time

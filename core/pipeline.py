@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import verdict as verdicts
+from .verdicts import verdict as verdicts
 from .media.annotate import FaceBox, draw_faces, scaled_boxes, write_annotated_video
-from .ensemble import EnsembleCard
-from .ensemble import choose as choose_ensemble
+from .verdicts.ensemble import EnsembleCard
+from .verdicts.ensemble import choose as choose_ensemble
 from .errors import first_line
 from .faces.detector import FaceDetector, square_crop
 from .media.image import is_image_file, read_image, write_jpeg
@@ -25,7 +25,7 @@ from .model_store import Classifier
 from .results import ENSEMBLE, NO_FACE, AnalysisResult, FaceResult, ModelVerdict, PersonResult
 from .settings import AnalysisSettings
 from .faces.tracking import link_tracks
-from .views import ORIGINAL, disagreement, parse_views, predict_views
+from .verdicts.views import ORIGINAL, disagreement, parse_views, predict_views
 from .media.video import DecodeStats, Frame, probe, sample_frames
 
 ProgressCallback = Callable[[str, float], None]

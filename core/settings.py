@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .verdict import RULES
+from .verdicts.verdict import RULES
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class AnalysisSettings:
             raise ValueError("band must be in [0, 0.5)")
         if not 0 < self.min_confidence <= 1:
             raise ValueError("min_confidence must be in (0, 1]")
-        from .views import parse_views
+        from .verdicts.views import parse_views
 
         parse_views(self.views)
         if self.max_frame_pixels < 1 or self.max_image_pixels < 1 or not self.max_duration_s > 0:

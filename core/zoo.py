@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from .ensemble import ENSEMBLE_CARD, EnsembleCard, load_ensemble
+from .verdicts.ensemble import ENSEMBLE_CARD, EnsembleCard, load_ensemble
 from .errors import ModelError, ModelNotFoundError
 from .model_store import Classifier, ModelCard, discover_models, load_classifier
 

@@ -10,7 +10,7 @@ from app import state as app_state
 from app import views as app_views
 from core.errors import DetectorError
 from core.gradcam import overlay
-from core.verdict import LABELS
+from core.verdicts.verdict import LABELS
 
 app_entry.require_entry(__file__)
 

@@ -52,7 +52,7 @@ class Analyst:
         ones it was loaded from: a model re-imported or retrained under the same name, or a
         refitted ensemble, is loaded afresh. The cards are read again only when the zoo folder
         changed (reading them took 5 ms, on every live frame)."""
-        from core.ensemble import ENSEMBLE_CARD
+        from core.verdicts.ensemble import ENSEMBLE_CARD
         from core.zoo import folder_version, resolve_selection
 
         version = folder_version(self._zoo())

@@ -469,7 +469,7 @@ def test_agreement_matrix_counts_same_labels(analysed):
     names, matrix = app_views.agreement_matrix(result)
     assert names == [*result.models, ENSEMBLE]
     assert np.allclose(np.diag(matrix), 1.0) and np.allclose(matrix, matrix.T)
-    from core.verdict import label_for
+    from core.verdicts.verdict import label_for
 
     a, b = names[0], names[-1]
     same = np.mean([label_for(f.scores[a], result.settings.band)
@@ -488,7 +488,7 @@ def test_gallery_faces_filter_and_sort(analysed):
 
 def test_fitted_ensemble_is_the_default_and_the_sidebar_and_compare_say_how_it_weighs(
         models_dir, clips, tmp_path, monkeypatch):
-    from core.ensemble import ENSEMBLE_CARD, EnsembleCard
+    from core.verdicts.ensemble import ENSEMBLE_CARD, EnsembleCard
     from core.model_store import ModelCard
 
     zoo = tmp_path / "zoo"

@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from core import ensemble as ens
+from core.verdicts import ensemble as ens
 from core.cli import main
-from core.ensemble import EnsembleCard, VideoFaces, fit_ensemble, simplex_grid
+from core.verdicts.ensemble import EnsembleCard, VideoFaces, fit_ensemble, simplex_grid
 from core.errors import ModelError
 from core.model_store import ModelCard
 from core.pipeline import analyze_video, make_detector
@@ -232,7 +232,7 @@ def test_record_eval_fills_cards_table_and_the_gate_guards_default_and_members(
 def test_bootstrap_interval_is_the_percentile_of_resampled_aucs_ties_included():
     from sklearn.metrics import roc_auc_score
 
-    from core.ensemble import bootstrap_auc_interval
+    from core.verdicts.ensemble import bootstrap_auc_interval
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 30)

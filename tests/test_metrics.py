@@ -14,7 +14,7 @@ from core.errors import CorruptVideoError
 from core.evaluate import LabelledVideo, evaluate, format_report, schema_only, summarise
 from core.metrics import clean, count_text, expected_calibration_error, verdict_metrics
 from core.results import ENSEMBLE, ModelVerdict
-from core.verdict import label_for
+from core.verdicts.verdict import label_for
 
 # Band 0.1: FAKE at P >= 0.6, REAL below 0.4, UNCERTAIN between.
 LABELS = [0, 0, 0, 1, 1, 1]

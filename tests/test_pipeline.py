@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from core import verdict as verdicts
+from core.verdicts import verdict as verdicts
 from core.errors import (CorruptVideoError, EmptyFileError, NotAVideoError, NoVideoStreamError,
                          TooFewFramesError)
 from core.pipeline import analyze_video

@@ -11,8 +11,8 @@ import pytest
 import skimage.data
 
 from core.backbones import FAMILIES, get_spec
-from core.calibration import TEMPERATURE_RANGE
-from core.ensemble import load_ensemble
+from core.verdicts.calibration import TEMPERATURE_RANGE
+from core.verdicts.ensemble import load_ensemble
 from core.model_store import load_classifier
 from core.zoo import (DEFAULT_MODELS_DIR, available_models, datasets_markdown, fitted_ensemble,
                       zoo_markdown)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from core import cli
-from core.calibration import (balanced_accuracy, calibrated, fit_calibration, fit_temperature,
-                              fit_threshold, log_loss)
+from core.verdicts.calibration import (balanced_accuracy, calibrated, fit_calibration,
+                                       fit_temperature, fit_threshold, log_loss)
 from core.training.augment import AUGMENT_PRESETS
 from core.training.extract import ExtractSettings, extract, read_index, tasks_from_labels
 from core.model_store import load_classifier

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.verdict import (RULES, aggregate_person, aggregate_video, calibrate, confident_mean,
-                          ensemble, label_for)
+from core.verdicts.verdict import (RULES, aggregate_person, aggregate_video, calibrate,
+                                   confident_mean, ensemble, label_for)
 
 
 def test_calibrate_maps_threshold_to_half():

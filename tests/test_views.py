@@ -7,7 +7,7 @@ import pytest
 from core.pipeline import small_faces_reason
 from core.results import FaceResult
 from core.settings import AnalysisSettings
-from core.views import (VIEW_QUALITY, all_views, jpeg_recompress, parse_views, view_batch)
+from core.verdicts.views import (VIEW_QUALITY, all_views, jpeg_recompress, parse_views, view_batch)
 
 
 def _crops(n: int = 3, size: int = 16, seed: int = 0) -> np.ndarray:

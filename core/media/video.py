@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from ..errors import (CorruptVideoError, EmptyFileError, NotAVideoError, NoVideoStreamError,
-                     TooFewFramesError, VideoLimitError)
+                      TooFewFramesError, VideoLimitError)
 
 _LOG = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ def selection_key(model_sha256: dict[str, str], ensemble_sha256: str | None,
 def describe_selection(config) -> tuple[str, list[str]]:
     """(selection key, model names) for a ScannerConfig, read from the cards without loading
     any model."""
-    from ..ensemble import ENSEMBLE_CARD
+    from ..verdicts.ensemble import ENSEMBLE_CARD
     from ..model_store import file_sha256
     from ..zoo import DEFAULT_MODELS_DIR, fitted_ensemble, resolve_selection
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from ..views import jpeg_recompress
+from ..verdicts.views import jpeg_recompress
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ class Teacher:
     def _predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated P(fake) (the teacher's card threshold lands on 0.5) and unit-length pooled
         features of N x S x S x 3 faces."""
-        from ..verdict import calibrate
+        from ..verdicts.verdict import calibrate
 
         raw, features = [], []
         with self._lock:       # batches are built on several threads; one predict at a time

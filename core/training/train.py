@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from .. import atomic
-from ..calibration import LOG_LOSS_CLIP
+from ..verdicts.calibration import LOG_LOSS_CLIP
 from .augment import AUGMENT_PRESETS, AugmentSettings, augment
 from .distill import FEATURE_OUTPUT, classifier_of, load_teacher, with_feature_output
 from .faceindex import describe_indexes, read_face_indexes
@@ -790,7 +790,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
             split_how, started, teacher=None):
     """The best epoch's weights in a plain float32 model (no optimizer, no bf16 policy), calibrated
     on the validation split, saved with its card."""
-    from ..calibration import calibrated, fit_calibration
+    from ..verdicts.calibration import calibrated, fit_calibration
     from ..evaluate import video_metrics
     from ..model_store import save_model
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
+from .. import atomic
+from ..errors import ModelError
 from .calibration import LOG_LOSS_CLIP, TEMPERATURE_RANGE, fit_threshold, log_loss
-from .errors import ModelError
 from .verdict import RULES, aggregate_video, calibrate, label_for
 
 ENSEMBLE_CARD = "ensemble.json"
