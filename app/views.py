@@ -242,7 +242,7 @@ def dataset_rows(cards: Iterable[ModelCard], ensemble_card=None) -> list[dict]:
 
 def evaluation_rows(report: dict) -> list[dict]:
     """An evaluation report as table rows: per model, pooled then per dataset."""
-    from core.metrics import clean, count_text
+    from core.evaluation.metrics import clean, count_text
 
     def row(name: str, dataset: str, m: dict) -> dict:
         interval = m.get("auc_ci95")

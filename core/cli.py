@@ -173,7 +173,7 @@ def cmd_analyze(args) -> int:
 def cmd_evaluate(args) -> int:
     from .verdicts.ensemble import choose as choose_ensemble
     from .verdicts.ensemble import weights_text
-    from .evaluate import evaluate, format_report, load_labels, schema_only
+    from .evaluation.evaluate import evaluate, format_report, load_labels, schema_only
     from .scan.jobs import ScannedResult, plan
     from .scan.run import scan_all
     from .zoo import DEFAULT_MODELS_DIR, fitted_ensemble
@@ -210,8 +210,8 @@ def cmd_robustness(args) -> int:
     """Every clip of a labelled set through each everyday transform, the verdicts compared."""
     from tqdm import tqdm
 
-    from .evaluate import load_labels
-    from .metrics import clean
+    from .evaluation.evaluate import load_labels
+    from .evaluation.metrics import clean
     from .robustness.bench import cache_root, format_results, markdown_table, run_benchmark
     from .robustness.transforms import TRANSFORMS
 
@@ -240,7 +240,7 @@ def cmd_models_fit_ensemble(args) -> int:
 
     from .verdicts.ensemble import ENSEMBLE_CARD, VideoFaces, fit_ensemble, weights_text
     from .errors import VideoError
-    from .evaluate import load_labels
+    from .evaluation.evaluate import load_labels
     from .pipeline import analyze_video
     from .zoo import DEFAULT_MODELS_DIR
 

@@ -103,8 +103,8 @@ def _pipeline_metrics(results: dict, name: str, band: float) -> dict:
     scores: AUC with its bootstrap interval, log loss, accuracy, ECE, the share decided (outside
     the UNCERTAIN band) and right, real clips called FAKE and fake clips called REAL, pooled and
     per dataset."""
-    from .evaluate import summarise
-    from .metrics import clean
+    from .evaluation.evaluate import summarise
+    from .evaluation.metrics import clean
 
     summary = summarise(results["videos"], [name], band)
     pooled = summary["models"][name]

@@ -11,9 +11,9 @@ from app import entry as app_entry
 from app import state as app_state
 from app import views as app_views
 from core.backbone_names import ORIGIN_BACKBONES, PREPROCESSING_MODES
-from core.data_root import DATA_ROOT_ENV, data_root, resolve_under
+from core.evaluation.data_root import DATA_ROOT_ENV, data_root, resolve_under
 from core.errors import DetectorError
-from core.evaluate import evaluate, load_labels
+from core.evaluation.evaluate import evaluate, load_labels
 
 app_entry.require_entry(__file__)
 

@@ -21,7 +21,7 @@ from app import cache as app_cache
 from app import state as app_state
 from app import views as app_views
 from app.cache import MODELS_DIR_ENV
-from core.data_root import DATA_ROOT_ENV
+from core.evaluation.data_root import DATA_ROOT_ENV
 from core.errors import VideoError
 from core.results import ENSEMBLE
 from core.settings import AnalysisSettings

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.data_root import (DATA_ROOT_ENV, PathNotAllowedError, data_root, resolve_under, shown)
-from core.evaluate import load_labels
+from core.evaluation.data_root import (DATA_ROOT_ENV, PathNotAllowedError, data_root,
+                                       resolve_under, shown)
+from core.evaluation.evaluate import load_labels
 
 
 @pytest.fixture

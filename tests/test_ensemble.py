@@ -186,7 +186,7 @@ def test_cli_fits_the_ensemble_and_evaluate_reports_it(tmp_path, tiny_models_dir
 
 
 def _results(names, scores_by_video, labels):
-    from core.evaluate import video_metrics
+    from core.evaluation.evaluate import video_metrics
 
     videos = [{"path": f"v{i}.mp4", "label": y, "scores": dict(zip(names, row))}
               for i, (row, y) in enumerate(zip(scores_by_video, labels))]

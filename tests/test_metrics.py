@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from core import metrics as metrics_module
+from core.evaluation import metrics as metrics_module
 from core.errors import CorruptVideoError
-from core.evaluate import LabelledVideo, evaluate, format_report, schema_only, summarise
-from core.metrics import clean, count_text, expected_calibration_error, verdict_metrics
+from core.evaluation.evaluate import LabelledVideo, evaluate, format_report, schema_only, summarise
+from core.evaluation.metrics import clean, count_text, expected_calibration_error, verdict_metrics
 from core.results import ENSEMBLE, ModelVerdict
 from core.verdicts.verdict import label_for
 

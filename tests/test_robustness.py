@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.evaluate import LabelledVideo
-from core.metrics import clean, verdict_metrics
+from core.evaluation.evaluate import LabelledVideo
+from core.evaluation.metrics import clean, verdict_metrics
 from core.results import ENSEMBLE
 from core.robustness import bench
 from core.robustness.bench import (UNTOUCHED, content_key, format_results, run_benchmark,
@@ -333,7 +333,7 @@ def test_unknown_transform_is_refused_before_any_work():
 
 @pytest.fixture
 def few_resamples(monkeypatch):
-    from core import metrics
+    from core.evaluation import metrics
 
     monkeypatch.setattr(metrics, "BOOTSTRAP_RESAMPLES", 100)
 

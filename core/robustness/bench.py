@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..evaluate import NO_FACE_SCORE, LabelledVideo, summarise
+from ..evaluation.evaluate import NO_FACE_SCORE, LabelledVideo, summarise
 from ..results import ENSEMBLE
 from .transforms import CUT, TRANSFORMS, TRANSFORMS_VERSION, apply, suffix
 
@@ -168,8 +168,8 @@ def score_change(untouched: Sequence[dict], transformed: Sequence[dict], name: s
 
 def _rows(results: dict, model: str):
     """Per transform: name, description, and the measured cells as text."""
-    from ..metrics import count_text
-    from ..metrics import number_text as _fmt
+    from ..evaluation.metrics import count_text
+    from ..evaluation.metrics import number_text as _fmt
 
     for name, entry in results["transforms"].items():
         m = entry["models"][model]

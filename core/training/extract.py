@@ -275,7 +275,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def tasks_from_labels(labels: str | Path, split: str | None = None) -> list[VideoTask]:
-    from ..evaluate import load_labels
+    from ..evaluation.evaluate import load_labels
 
     labels = Path(labels)
     base = labels if labels.is_dir() else labels.parent

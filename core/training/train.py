@@ -791,7 +791,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
     """The best epoch's weights in a plain float32 model (no optimizer, no bf16 policy), calibrated
     on the validation split, saved with its card."""
     from ..verdicts.calibration import calibrated, fit_calibration
-    from ..evaluate import video_metrics
+    from ..evaluation.evaluate import video_metrics
     from ..model_store import save_model
 
     _set_policy(False)

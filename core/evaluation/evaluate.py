@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-from .verdicts.calibration import LOG_LOSS_CLIP
-from .errors import LabelsError, VideoError
-from .results import ENSEMBLE
+from ..errors import LabelsError, VideoError
+from ..results import ENSEMBLE
+from ..verdicts.calibration import LOG_LOSS_CLIP
 
 NO_FACE_SCORE = 0.5        # a video with no face says nothing either way
 _LABEL_VALUES = {"REAL": 0, "FAKE": 1, "0": 0, "1": 1}
@@ -106,7 +106,7 @@ def evaluate(
     {"models": {NAME: core.metrics.verdict_metrics + no_face}, "datasets": {DATASET: {NAME:
     metrics}} (when the labels name two or more datasets), "videos": [...], "band", "seconds"}.
     `band`: the UNCERTAIN band the verdicts used (default: the app's)."""
-    from .settings import AnalysisSettings
+    from ..settings import AnalysisSettings
 
     band = AnalysisSettings().band if band is None else band
     started = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import DetectorError
+from ..errors import DetectorError
 
 DATA_ROOT_ENV = "DEEPFAKE_DATA_ROOT"
 

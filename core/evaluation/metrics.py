@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .verdicts.calibration import LOG_LOSS_CLIP
+from ..verdicts.calibration import LOG_LOSS_CLIP
 
 ECE_BINS = 10
 BOOTSTRAP_RESAMPLES = 2000
@@ -60,7 +60,7 @@ def verdict_metrics(labels: Sequence[int], probabilities: Sequence[float], band:
     this UNCERTAIN band."""
     from sklearn.metrics import log_loss
 
-    from .verdicts.ensemble import bootstrap_auc_interval
+    from ..verdicts.ensemble import bootstrap_auc_interval
 
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probabilities, dtype=np.float64)
