@@ -13,9 +13,9 @@ from pathlib import Path
 import streamlit as st
 
 from . import state as app_state
-from core import zoo
+from core.models import zoo
 from core.verdicts.ensemble import EnsembleCard
-from core.model_store import ModelCard
+from core.models.model_store import ModelCard
 from core.settings import AnalysisSettings
 from serving import service
 from serving.protocol import AnalysisRequest

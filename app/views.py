@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from sklearn.metrics import confusion_matrix, roc_curve
 
 from core.verdicts.ensemble import weights_text
-from core.model_store import ModelCard
+from core.models.model_store import ModelCard
 from core.results import ENSEMBLE, NO_FACE, AnalysisResult
 from core.verdicts.verdict import label_for
 
@@ -224,7 +224,7 @@ def card_rows(cards: Iterable[ModelCard]) -> list[dict]:
 def dataset_rows(cards: Iterable[ModelCard], ensemble_card=None) -> list[dict]:
     """Per model (and the fitted ensemble) and validation dataset, what `models record-eval`
     measured: a pooled AUC hides a source the models fail on."""
-    from core.zoo import DATASETS_KEY
+    from core.models.zoo import DATASETS_KEY
 
     sources = [(card.name, card.metrics or {}) for card in cards]
     if ensemble_card is not None:

@@ -29,7 +29,7 @@ from core.verdicts import verdict as verdicts  # noqa: E402
 from core.media.annotate import FaceBox, draw_faces  # noqa: E402
 from core.faces.detector import FaceDetector, square_crop  # noqa: E402
 from core.live import LiveAnalyzer  # noqa: E402
-from core.model_store import discover_models, load_classifier  # noqa: E402
+from core.models.model_store import discover_models, load_classifier  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 HEAD = (80, 0, 380, 300)           # the head-and-shoulders square of the astronaut photo we paste
@@ -57,8 +57,8 @@ def moving_face_frames(count: int = LOOP_FRAMES) -> list[np.ndarray]:
 def stand_in_models(folder: Path) -> Path:
     """With no trained models at hand: one ResNet50 cut at conv3 at 224 px, about the cost of a
     mid-sized real model (random weights; the scores do not matter here)."""
-    from core.backbones import build_classifier
-    from core.model_store import save_model
+    from core.models.backbones import build_classifier
+    from core.models.model_store import save_model
 
     model = build_classifier("resnet50", depth="conv3_block4_out", input_size=224)
     save_model(model, folder / "standin_resnet50_conv3.keras")

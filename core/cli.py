@@ -113,7 +113,7 @@ def _scanner_config(args, annotate_dir: Path | None = None, threads: int | None 
 
 def _engine_starter(args, config):
     from .scan.run import make_engine
-    from .zoo import DEFAULT_MODELS_DIR, resolve_selection
+    from .models.zoo import DEFAULT_MODELS_DIR, resolve_selection
 
     if args.engine == "local" and (args.address or args.workers or args.max_attempts):
         raise ValueError("--address, --workers and --max-attempts are for --engine ray")
@@ -176,7 +176,7 @@ def cmd_evaluate(args) -> int:
     from .evaluation.evaluate import evaluate, format_report, load_labels, schema_only
     from .scan.jobs import ScannedResult, plan
     from .scan.run import scan_all
-    from .zoo import DEFAULT_MODELS_DIR, fitted_ensemble
+    from .models.zoo import DEFAULT_MODELS_DIR, fitted_ensemble
 
     videos = load_labels(args.labels, split=args.split)
     config = _scanner_config(args, threads=args.threads)
@@ -242,7 +242,7 @@ def cmd_models_fit_ensemble(args) -> int:
     from .errors import VideoError
     from .evaluation.evaluate import load_labels
     from .pipeline import analyze_video
-    from .zoo import DEFAULT_MODELS_DIR
+    from .models.zoo import DEFAULT_MODELS_DIR
 
     videos = load_labels(args.labels, split=args.split)
     transforms = [t.strip() for t in (args.transforms or "").split(",") if t.strip()]
@@ -295,7 +295,7 @@ def cmd_models_fit_ensemble(args) -> int:
 
 
 def cmd_models_list(args) -> int:
-    from .zoo import DEFAULT_MODELS_DIR, available_models, refused_cards
+    from .models.zoo import DEFAULT_MODELS_DIR, available_models, refused_cards
 
     folder = args.models_dir or DEFAULT_MODELS_DIR
     cards = available_models(folder)
@@ -311,8 +311,8 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_models_import_h5(args) -> int:
-    from .h5_import import import_h5
-    from .zoo import DEFAULT_MODELS_DIR
+    from .models.h5_import import import_h5
+    from .models.zoo import DEFAULT_MODELS_DIR
 
     card = import_h5(args.file, args.backbone, args.name, args.models_dir or DEFAULT_MODELS_DIR,
                      preprocessing=args.preprocessing)
@@ -321,7 +321,7 @@ def cmd_models_import_h5(args) -> int:
 
 
 def cmd_models_record_eval(args) -> int:
-    from .zoo import DEFAULT_MODELS_DIR, record_evaluation
+    from .models.zoo import DEFAULT_MODELS_DIR, record_evaluation
 
     results = json.loads(args.results.read_text())
     names = record_evaluation(results, args.models_dir or DEFAULT_MODELS_DIR, band=args.band)
@@ -330,7 +330,7 @@ def cmd_models_record_eval(args) -> int:
 
 
 def cmd_models_check_quality(args) -> int:
-    from .zoo import DEFAULT_MODELS_DIR, quality_regressions
+    from .models.zoo import DEFAULT_MODELS_DIR, quality_regressions
 
     results = json.loads(args.results.read_text())
     problems = quality_regressions(results, args.models_dir or DEFAULT_MODELS_DIR, args.tolerance)
@@ -343,7 +343,7 @@ def cmd_models_check_quality(args) -> int:
 
 
 def cmd_models_table(args) -> int:
-    from .zoo import DEFAULT_MODELS_DIR, zoo_markdown
+    from .models.zoo import DEFAULT_MODELS_DIR, zoo_markdown
 
     print(zoo_markdown(args.models_dir or DEFAULT_MODELS_DIR))
     return 0

@@ -25,7 +25,7 @@ from .media.annotate import FaceBox, draw_faces
 from .verdicts.ensemble import EnsembleCard
 from .verdicts.ensemble import choose as choose_ensemble
 from .faces.detector import FaceDetector, square_crop
-from .model_store import Classifier
+from .models.model_store import Classifier
 from .faces.tracking import iou
 from .verdicts.views import disagreement, parse_views, predict_views
 

@@ -21,7 +21,7 @@ from .verdicts.ensemble import choose as choose_ensemble
 from .errors import first_line
 from .faces.detector import FaceDetector, square_crop
 from .media.image import is_image_file, read_image, write_jpeg
-from .model_store import Classifier
+from .models.model_store import Classifier
 from .results import ENSEMBLE, NO_FACE, AnalysisResult, FaceResult, ModelVerdict, PersonResult
 from .settings import AnalysisSettings
 from .faces.tracking import link_tracks

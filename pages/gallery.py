@@ -9,7 +9,7 @@ from app import entry as app_entry
 from app import state as app_state
 from app import views as app_views
 from core.errors import DetectorError
-from core.gradcam import overlay
+from core.models.gradcam import overlay
 from core.verdicts.verdict import LABELS
 
 app_entry.require_entry(__file__)

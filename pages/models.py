@@ -10,7 +10,7 @@ from app import cache as app_cache
 from app import entry as app_entry
 from app import state as app_state
 from app import views as app_views
-from core.backbone_names import ORIGIN_BACKBONES, PREPROCESSING_MODES
+from core.models.backbone_names import ORIGIN_BACKBONES, PREPROCESSING_MODES
 from core.evaluation.data_root import DATA_ROOT_ENV, data_root, resolve_under
 from core.errors import DetectorError
 from core.evaluation.evaluate import evaluate, load_labels
@@ -118,7 +118,7 @@ if st.button("Import", key="import_run", disabled=h5_file is None or not name.st
                 tempfile.TemporaryDirectory(prefix="deepfake-h5-") as folder:
             h5_path = Path(folder) / Path(h5_file.name).name
             h5_path.write_bytes(h5_file.getvalue())
-            from core.h5_import import import_h5    # Keras: only when a model is imported
+            from core.models.h5_import import import_h5    # Keras: only when a model is imported
 
             card = import_h5(h5_path, backbone, name.strip(), models_dir,
                              input_size=int(input_size), preprocessing=preprocessing)

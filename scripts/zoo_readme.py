@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.zoo import DEFAULT_MODELS_DIR, datasets_markdown, zoo_markdown  # noqa: E402
+from core.models.zoo import DEFAULT_MODELS_DIR, datasets_markdown, zoo_markdown  # noqa: E402
 
 TABLES = {
     "zoo table: python -m core models table": zoo_markdown,

@@ -43,7 +43,7 @@ class Analyst:
                              settings=_detector_settings(settings))
 
     def _zoo(self) -> Path:
-        from core.zoo import DEFAULT_MODELS_DIR
+        from core.models.zoo import DEFAULT_MODELS_DIR
 
         return Path(self.models_dir or DEFAULT_MODELS_DIR)
 
@@ -53,7 +53,7 @@ class Analyst:
         refitted ensemble, is loaded afresh. The cards are read again only when the zoo folder
         changed (reading them took 5 ms, on every live frame)."""
         from core.verdicts.ensemble import ENSEMBLE_CARD
-        from core.zoo import folder_version, resolve_selection
+        from core.models.zoo import folder_version, resolve_selection
 
         version = folder_version(self._zoo())
         known = self._keys.get(config)
@@ -86,8 +86,8 @@ class Analyst:
     def classifier(self, name: str):
         """The named model: one a scanner already holds, else loaded (sha256 checked) once per
         version of its file."""
-        from core.model_store import load_classifier
-        from core.zoo import resolve_selection
+        from core.models.model_store import load_classifier
+        from core.models.zoo import resolve_selection
 
         [card] = resolve_selection([name], self._zoo())
         for scanner in self._scanners.values():
@@ -101,7 +101,7 @@ class Analyst:
 
     def gradcam(self, model: str, crops: list) -> list:
         """Grad-CAM heatmaps (core.gradcam) of the named model for each face crop."""
-        from core.gradcam import gradcam
+        from core.models.gradcam import gradcam
 
         classifier = self.classifier(model)
         return [gradcam(classifier, crop) for crop in crops]

@@ -42,8 +42,8 @@ def make_tiny_model(folder, backbone: str, *, name: str | None = None, threshold
     import keras
     import numpy as np
 
-    from core.backbones import HEAD_LAYER, build_classifier
-    from core.model_store import save_model
+    from core.models.backbones import HEAD_LAYER, build_classifier
+    from core.models.model_store import save_model
 
     keras.utils.set_random_seed(seed)
     depth, size = TINY_CUTS[backbone]
@@ -80,7 +80,7 @@ def always_fake_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def always_fake_models(always_fake_dir):
     """The always-FAKE model, loaded."""
-    from core.zoo import load_models
+    from core.models.zoo import load_models
 
     return load_models("all", always_fake_dir)
 

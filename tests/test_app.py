@@ -387,7 +387,7 @@ def test_file_over_the_upload_limit_is_refused(clips):
 def test_importing_an_h5_adds_the_model_everywhere(models_dir, tmp_path):
     import keras
 
-    from core.backbones import build_classifier
+    from core.models.backbones import build_classifier
 
     keras.utils.set_random_seed(5)
     origin = build_classifier("vgg16", input_size=32, preprocessing="raw")
@@ -489,7 +489,7 @@ def test_gallery_faces_filter_and_sort(analysed):
 def test_fitted_ensemble_is_the_default_and_the_sidebar_and_compare_say_how_it_weighs(
         models_dir, clips, tmp_path, monkeypatch):
     from core.verdicts.ensemble import ENSEMBLE_CARD, EnsembleCard
-    from core.model_store import ModelCard
+    from core.models.model_store import ModelCard
 
     zoo = tmp_path / "zoo"
     shutil.copytree(models_dir, zoo)

@@ -8,8 +8,8 @@ import pytest
 
 import keras
 
-from core import backbones
-from core.backbones import BACKBONES, build_classifier, last_conv_layer
+from core.models import backbones
+from core.models.backbones import BACKBONES, build_classifier, last_conv_layer
 from core.errors import ImageNetWeightsUnavailableError
 
 # (cut, input size): each family's shallower suggested cut, at a small input.

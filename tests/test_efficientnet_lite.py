@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import skimage.data
 
-from core import backbones, efficientnet_lite
+from core.models import backbones, efficientnet_lite
 from core.errors import ImageNetWeightsUnavailableError
-from core.torch_checkpoint import (LEGACY_MAGIC, CheckpointFormatError, UnsafeCheckpointError,
-                                   load_state_dict)
+from core.models.torch_checkpoint import (LEGACY_MAGIC, CheckpointFormatError,
+                                          UnsafeCheckpointError, load_state_dict)
 
 
 # --- a torch-free writer of both checkpoint layouts, for fixtures ------------------------------

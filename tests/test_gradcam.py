@@ -7,8 +7,8 @@ import skimage.data
 
 import keras
 
-from core.backbones import build_classifier
-from core.gradcam import gradcam, overlay
+from core.models.backbones import build_classifier
+from core.models.gradcam import gradcam, overlay
 from tests.fixtures import ASTRONAUT_CROP
 
 

@@ -14,9 +14,9 @@ import skimage.transform
 
 import keras
 
-from core import h5_import
+from core.models import h5_import
 from core.errors import H5ImportError
-from core.model_store import file_sha256, load_classifier
+from core.models.model_store import file_sha256, load_classifier
 
 # Runs under tf_keras (Keras 2). Builds each job's origin model: keras.applications backbone with the
 # origin head, random weights (BatchNorm statistics too), saved the Keras 2 way; stores tf_keras'

@@ -12,7 +12,7 @@ from core.errors import VideoLimitError
 from core.pipeline import analyze_video, make_detector
 from core.settings import AnalysisSettings
 from core.media.video import probe
-from core.zoo import load_models
+from core.models.zoo import load_models
 from tests import fixtures
 
 SETTINGS = AnalysisSettings(frames=8)

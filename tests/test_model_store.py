@@ -11,10 +11,10 @@ import pytest
 
 import keras
 
-from core.backbones import build_classifier
+from core.models.backbones import build_classifier
 from core.errors import ChecksumMismatchError, ModelError, ModelNotFoundError
-from core.model_store import (Classifier, ModelCard, discover_models, file_sha256,
-                              load_classifier, save_model, update_card)
+from core.models.model_store import (Classifier, ModelCard, discover_models, file_sha256,
+                                     load_classifier, save_model, update_card)
 
 SIZE = 48
 
@@ -189,7 +189,7 @@ def test_discover_models_lists_cards_with_their_files(saved, tmp_path):
 ])
 def test_cards_with_absurd_fields_are_refused_and_left_out_of_the_zoo(saved, tmp_path, field,
                                                                       value, message):
-    from core.zoo import available_models, refused_cards
+    from core.models.zoo import available_models, refused_cards
 
     source, _, card = saved
     model_path = source / "tiny.keras"

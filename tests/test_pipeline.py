@@ -15,7 +15,7 @@ from core.pipeline import analyze_video
 from core.results import ENSEMBLE, NO_FACE
 from core.settings import AnalysisSettings
 from core.faces.tracking import iou
-from core.zoo import load_models
+from core.models.zoo import load_models
 from tests import fixtures
 from tests.conftest import make_tiny_model
 

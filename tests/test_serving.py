@@ -19,7 +19,7 @@ from app import state as app_state
 from core.errors import VideoError
 from core.pipeline import analyze_file, make_detector
 from core.settings import AnalysisSettings
-from core.zoo import load_models
+from core.models.zoo import load_models
 from serving.local import LocalWorkers
 from serving.protocol import (AnalysisRequest, WorkerLostError, WorkerTimeoutError,
                               decode_analysis, encode_analysis)
@@ -117,7 +117,7 @@ def test_the_worker_is_another_process_at_a_lower_priority_and_gives_the_same_ve
 
 def test_grad_cam_heatmaps_and_server_file_reports_come_from_the_worker(workers, media,
                                                                        tiny_resnet_dir):
-    from core.gradcam import gradcam
+    from core.models.gradcam import gradcam
 
     entry = in_process(media["clip"], tiny_resnet_dir)
     crops = list(entry.result.crops.values())[:3]

@@ -13,7 +13,7 @@ from core.verdicts.calibration import (balanced_accuracy, calibrated, fit_calibr
                                        fit_temperature, fit_threshold, log_loss)
 from core.training.augment import AUGMENT_PRESETS
 from core.training.extract import ExtractSettings, extract, read_index, tasks_from_labels
-from core.model_store import load_classifier
+from core.models.model_store import load_classifier
 from core.training.train import (COSINE_FLOOR, FaceSet, TrainConfig, effective_class_weights, is_better,
                         jittered_crop, learning_rate, load_faces, make_batch, split_rows,
                         validation_metrics)
@@ -110,7 +110,7 @@ def test_existing_run_is_not_overwritten_without_resume(budget_run, faces_dir, c
 
 
 def test_imagenet_weights_offline_fail_clearly(faces_dir, tmp_path, monkeypatch, capsys):
-    from core.backbones import imagenet_weights_path
+    from core.models.backbones import imagenet_weights_path
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras"))
     try:
@@ -320,7 +320,7 @@ def test_a_teacher_that_does_not_match_its_card_is_refused(faces_dir, teacher_pa
 
 def test_the_teacher_also_gives_its_unit_length_features_with_a_feature_weight(faces_dir,
                                                                                teacher_path):
-    from core.backbones import HEAD_LAYER
+    from core.models.backbones import HEAD_LAYER
     from core.training.distill import FEATURE_OUTPUT, load_teacher
 
     teacher = load_teacher(teacher_path, weight=0.25, feature_weight=0.5)
@@ -419,7 +419,7 @@ def test_sbi_only_needs_sbi_fakes():
 
 
 def test_init_starts_from_a_trained_models_weights(budget_run, faces_dir, tmp_path, capsys):
-    from core.model_store import load_checked_model
+    from core.models.model_store import load_checked_model
     from core.training.train import TrainConfig, _compiled_model
 
     trained, _ = budget_run

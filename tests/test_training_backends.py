@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.model_store import load_classifier
+from core.models.model_store import load_classifier
 from core.training.extract import read_index
 from core.training.train import centre_crop, load_faces
 from tests.test_train import faces_dir  # noqa: F401  (the shared extracted-faces fixture)

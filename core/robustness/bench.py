@@ -69,8 +69,8 @@ def describe_selection(config) -> tuple[str, list[str]]:
     """(selection key, model names) for a ScannerConfig, read from the cards without loading
     any model."""
     from ..verdicts.ensemble import ENSEMBLE_CARD
-    from ..model_store import file_sha256
-    from ..zoo import DEFAULT_MODELS_DIR, fitted_ensemble, resolve_selection
+    from ..models.model_store import file_sha256
+    from ..models.zoo import DEFAULT_MODELS_DIR, fitted_ensemble, resolve_selection
 
     models_dir = Path(config.models_dir or DEFAULT_MODELS_DIR)
     cards = resolve_selection(config.models, models_dir)

@@ -28,7 +28,7 @@ class ScannerConfig:
     def load(self):
         """(detector, classifiers, fitted ensemble or None)."""
         from ..pipeline import make_detector
-        from ..zoo import DEFAULT_MODELS_DIR, fitted_ensemble, load_models
+        from ..models.zoo import DEFAULT_MODELS_DIR, fitted_ensemble, load_models
 
         models_dir = self.models_dir or DEFAULT_MODELS_DIR
         classifiers = load_models(self.models, models_dir)

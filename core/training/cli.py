@@ -47,7 +47,7 @@ def cmd_landmarks(args) -> int:
 def cmd_evaluate_crops(args) -> int:
     import json
 
-    from ..zoo import DEFAULT_MODELS_DIR, resolve_selection
+    from ..models.zoo import DEFAULT_MODELS_DIR, resolve_selection
     from .crop_metrics import evaluate_crops, format_crop_report
 
     cards = resolve_selection(args.models, args.models_dir or DEFAULT_MODELS_DIR)

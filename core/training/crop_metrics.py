@@ -56,9 +56,9 @@ def evaluate_crops(index, cards, split: str | None = "val", limit: int | None = 
     crop), the comparison that shows what the framing layer changes."""
     from sklearn.metrics import log_loss, roc_auc_score
 
-    from ..backbones import input_window
+    from ..models.backbones import input_window
     from ..verdicts.calibration import LOG_LOSS_CLIP, calibrated
-    from ..model_store import load_classifier
+    from ..models.model_store import load_classifier
 
     rows = [r for r in read_face_index(index) if split is None or r["split"] == split]
     if limit:

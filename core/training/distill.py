@@ -72,7 +72,7 @@ class Teacher:
     def targets(self, labels: np.ndarray, teacher_images: np.ndarray):
         """The student's target: the mixed P(fake), and with a feature weight also the
         teacher's features, as {HEAD_LAYER: ..., FEATURE_OUTPUT: ...}."""
-        from ..backbones import HEAD_LAYER
+        from ..models.backbones import HEAD_LAYER
 
         soft, features = self._predict(teacher_images)
         mixed = (self.weight * soft + (1.0 - self.weight) * labels).astype(np.float32)
@@ -97,7 +97,7 @@ class Teacher:
 
 def load_teacher(path: str | Path, weight: float, feature_weight: float = 0.0) -> Teacher:
     """The teacher model beside its card, checked against the card's sha256, safe_mode."""
-    from ..model_store import load_checked_model
+    from ..models.model_store import load_checked_model
 
     model, card = load_checked_model(path)
     return Teacher(model=model, name=card.name, sha256=card.sha256,
@@ -111,7 +111,7 @@ def with_feature_output(classifier, feature_size: int):
     teacher's feature size, unit length. Shares every layer with `classifier`."""
     import keras
 
-    from ..backbones import HEAD_LAYER
+    from ..models.backbones import HEAD_LAYER
 
     pooled = classifier.get_layer(POOL_LAYER).output
     projected = keras.layers.Dense(feature_size, name="teacher_feature_projection")(pooled)
@@ -125,7 +125,7 @@ def classifier_of(model):
     feature output, the classifier inside it (the same layers and weights)."""
     import keras
 
-    from ..backbones import HEAD_LAYER
+    from ..models.backbones import HEAD_LAYER
 
     if not any(layer.name == FEATURE_OUTPUT for layer in model.layers):
         return model

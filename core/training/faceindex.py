@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from ..faces.detector import KEYPOINT_NAMES
-from ..model_store import file_sha256
+from ..models.model_store import file_sha256
 
 KEYPOINT_COLUMNS = [f"{name}_{axis}" for name in KEYPOINT_NAMES for axis in ("x", "y")]
 _LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}

@@ -554,7 +554,7 @@ def _set_policy(mixed_bf16: bool) -> None:
 def _build(config: TrainConfig, weights: str | None, *, framed: bool = False):
     """The classifier trained (on faces already at its framing), or with `framed` the one
     stored: the same weights behind a first layer that cuts the pipeline's crop to it."""
-    from ..backbones import build_classifier
+    from ..models.backbones import build_classifier
 
     return build_classifier(config.backbone, weights=weights, depth=config.depth,
                             input_size=config.input_size, dropout=config.dropout,
@@ -567,7 +567,7 @@ def _compiled_model(config: TrainConfig, teacher, steps: int):
     of unit vectors is their squared distance divided by it)."""
     import keras
 
-    from ..backbones import HEAD_LAYER
+    from ..models.backbones import HEAD_LAYER
 
     classifier = _build(config, config.weights)
     if config.init:
@@ -589,7 +589,7 @@ def _compiled_model(config: TrainConfig, teacher, steps: int):
 def _start_from(classifier, path: str) -> None:
     """Copy a trained model's weights (checked against its card, loaded with safe_mode) into
     the freshly built classifier: a further fine-tune of a shipped model on other data."""
-    from ..model_store import load_checked_model
+    from ..models.model_store import load_checked_model
 
     source, card = load_checked_model(path)
     mine, theirs = classifier.get_weights(), source.get_weights()
@@ -698,7 +698,7 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
     """Train (or resume) and write config.out with its card; returns the ModelCard."""
-    from ..backbones import get_spec, imagenet_weights_path
+    from ..models.backbones import get_spec, imagenet_weights_path
 
     started = time.monotonic()
     spec = get_spec(config.backbone)
@@ -792,7 +792,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
     on the validation split, saved with its card."""
     from ..verdicts.calibration import calibrated, fit_calibration
     from ..evaluation.evaluate import video_metrics
-    from ..model_store import save_model
+    from ..models.model_store import save_model
 
     _set_policy(False)
     trained = _build(config, None)
@@ -893,7 +893,7 @@ def _init_record(path: str | None) -> dict | None:
     """The model a --init run started from, and the weights its own chain began with."""
     if not path:
         return None
-    from ..model_store import ModelCard
+    from ..models.model_store import ModelCard
 
     card = ModelCard.load(Path(path).with_suffix(".json"))
     return {"model": card.name, "sha256": card.sha256, "weights": card.training.get("weights")}

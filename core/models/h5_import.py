@@ -14,9 +14,9 @@ import numpy as np
 
 import keras
 
-from core import backbones
 from core.errors import H5ImportError
-from core.model_store import SAFE_NAME, ModelCard, file_sha256, save_model
+from core.models import backbones
+from core.models.model_store import SAFE_NAME, ModelCard, file_sha256, save_model
 
 _MAX_LISTED = 5
 # The largest origin model (EfficientNetB7, 64 M parameters) holds 256 MB of float32 weights and

@@ -18,8 +18,8 @@ import numpy as np
 import keras
 from keras import layers
 
-from core import efficientnet_lite
-from core.backbone_names import ORIGIN_BACKBONES, PREPROCESSING_MODES
+from core.models import efficientnet_lite
+from core.models.backbone_names import ORIGIN_BACKBONES, PREPROCESSING_MODES
 from core.errors import ImageNetWeightsUnavailableError
 
 

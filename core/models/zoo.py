@@ -4,11 +4,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from .verdicts.ensemble import ENSEMBLE_CARD, EnsembleCard, load_ensemble
-from .errors import ModelError, ModelNotFoundError
+from ..errors import ModelError, ModelNotFoundError
+from ..verdicts.ensemble import ENSEMBLE_CARD, EnsembleCard, load_ensemble
 from .model_store import Classifier, ModelCard, discover_models, load_classifier
 
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 
 def folder_version(folder: str | Path) -> int:
@@ -103,8 +103,8 @@ def _pipeline_metrics(results: dict, name: str, band: float) -> dict:
     scores: AUC with its bootstrap interval, log loss, accuracy, ECE, the share decided (outside
     the UNCERTAIN band) and right, real clips called FAKE and fake clips called REAL, pooled and
     per dataset."""
-    from .evaluation.evaluate import summarise
-    from .evaluation.metrics import clean
+    from ..evaluation.evaluate import summarise
+    from ..evaluation.metrics import clean
 
     summary = summarise(results["videos"], [name], band)
     pooled = summary["models"][name]
@@ -132,7 +132,7 @@ def record_evaluation(results: dict, models_dir: str | Path = DEFAULT_MODELS_DIR
     ensemble's into the fitted ensemble card when the evaluation used it, so the app, the zoo
     table and CI's quality gate read one source."""
     from .model_store import update_card
-    from .settings import AnalysisSettings
+    from ..settings import AnalysisSettings
 
     band = results.get("band", AnalysisSettings().band) if band is None else band
     cards = available_models(models_dir)

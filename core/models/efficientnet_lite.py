@@ -24,7 +24,7 @@ import numpy as np
 import keras
 from keras import layers
 
-from .errors import ImageNetWeightsUnavailableError, ModelError
+from ..errors import ImageNetWeightsUnavailableError, ModelError
 
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99

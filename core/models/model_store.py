@@ -132,7 +132,7 @@ def card_path_for(model_path) -> Path:
 
 
 def _preprocessing_of(model: keras.Model) -> str | None:
-    from core import backbones
+    from core.models import backbones
 
     for layer in model.layers:
         if isinstance(layer, backbones.ImageNetPreprocessing):
@@ -147,7 +147,7 @@ def save_model(model: keras.Model, path, **card_fields) -> ModelCard:
     preprocessing, and backbone/depth from a build_classifier name)."""
     import keras
 
-    from core import backbones
+    from core.models import backbones
 
     path = Path(path)
     if path.suffix != ".keras":
@@ -281,7 +281,7 @@ def load_checked_model(path_or_card) -> tuple[keras.Model, ModelCard]:
     with safe_mode; on any Keras backend (Classifier's traced predict needs TensorFlow)."""
     import keras
 
-    from core import backbones  # noqa: F401 - registers the preprocessing layer safe_mode loads
+    from core.models import backbones  # noqa: F401 - registers the preprocessing layer safe_mode loads
 
     card = _resolve_card(path_or_card)
     model_path = card.model_path
