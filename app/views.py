@@ -316,7 +316,7 @@ def evaluation_labels_and_scores(report: dict, model: str) -> tuple[np.ndarray, 
 
 
 def roc_figure(report: dict) -> go.Figure:
-    """ROC curve per model of an evaluation report (core.evaluate.evaluate's schema)."""
+    """ROC curve per model of an evaluation report (core.evaluation.evaluate.evaluate's schema)."""
     figure = go.Figure()
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
                                 line={"dash": "dash", "color": "#999"}))

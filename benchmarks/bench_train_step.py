@@ -25,7 +25,7 @@ MODELS = {"efficientnet_lite0 full 224": ("efficientnet_lite0", "full", 224),
 CHILD = textwrap.dedent("""
     import json, sys, time
     import numpy as np, keras
-    from core.backbones import build_classifier
+    from core.models.backbones import build_classifier
     backbone, depth, size, batch, steps = sys.argv[1:6]
     size, batch, steps = int(size), int(batch), int(steps)
     model = build_classifier(backbone, depth=depth, input_size=size)

@@ -168,7 +168,7 @@ class LiveAnalyzer:
     margin: crop margin, as in the video analysis. hold_seconds: how long (in frame time) a face
     the detector stops finding stays drawn. `process` may be called from any one thread;
     `snapshot` from any thread. views: other views of each face scored beside it
-    (core.views), as in `AnalysisSettings.views`.
+    (core.verdicts.views), as in `AnalysisSettings.views`.
     """
 
     def __init__(self, detector: FaceDetector | None = None,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .settings import AnalysisSettings
 
-if TYPE_CHECKING:      # core.video needs PyAV; results are also read where no video is decoded
+if TYPE_CHECKING:      # core.media.video needs PyAV; results are also read where none is decoded
     from .media.video import VideoInfo
 
 ENSEMBLE = "ensemble"
@@ -29,7 +29,7 @@ class FaceResult:
     confidence: float
     raw: dict[str, float]      # network output P(fake) per model, the mean over the views
     scores: dict[str, float]   # calibrated P(fake) per model, plus the ensemble
-    # calibrated P(fake) of each view of the face (core.views) per model and the ensemble
+    # calibrated P(fake) of each view of the face (core.verdicts.views) per model and the ensemble
     views: dict[str, dict[str, float]] = field(default_factory=dict)
 
 

@@ -16,8 +16,9 @@ class AnalysisSettings:
     detect_long_side: int = 640      # MTCNN runs on a copy downscaled to this long side
     min_face_size: int = 40          # smallest face MTCNN looks for, in detection-image pixels
     annotated_long_side: int = 1280  # the annotated MP4 is downscaled to this long side (0 = full)
-    # Each face is also scored as these views (core.views); its P(fake) is the mean over them,
-    # and where they lead to different verdicts the verdict is UNCERTAIN. "" scores the crop alone.
+    # Each face is also scored as these views (core.verdicts.views); its P(fake) is the mean over
+    # them, and where they lead to different verdicts the verdict is UNCERTAIN. "" scores the crop
+    # alone.
     views: str = "flip,jpeg"
     # Faces narrower than this in the video's own pixels carry too little detail to judge: when
     # most faces of a clip are, its verdict is UNCERTAIN.

@@ -100,7 +100,7 @@ class Analyst:
         return self._classifiers[key]
 
     def gradcam(self, model: str, crops: list) -> list:
-        """Grad-CAM heatmaps (core.gradcam) of the named model for each face crop."""
+        """Grad-CAM heatmaps (core.models.gradcam) of the named model for each face crop."""
         from core.models.gradcam import gradcam
 
         classifier = self.classifier(model)

@@ -119,7 +119,8 @@ def decode_analysis(header: dict, blobs: Blobs) -> StoredAnalysis:
 
 
 def gradcam_request(model: str, crops: list[np.ndarray]) -> tuple[dict, Blobs]:
-    """Grad-CAM heatmaps of `model` for face crops (core.gradcam), computed where the models are."""
+    """Grad-CAM heatmaps of `model` for face crops (core.models.gradcam), computed where the
+    models are."""
     blobs: Blobs = []
     return {"kind": "gradcam", "model": model,
             "crops": [_array(crop, blobs) for crop in crops]}, blobs

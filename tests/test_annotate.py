@@ -1,4 +1,4 @@
-"""core.annotate: boxes drawn with OpenCV and the annotated H.264 MP4 written with PyAV, checked
+"""core.media.annotate: boxes drawn with OpenCV and the annotated H.264 MP4 written with PyAV, checked
 by decoding what was written."""
 import os
 import tempfile

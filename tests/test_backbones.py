@@ -1,4 +1,4 @@
-"""core.backbones: real keras.applications graphs at small cuts and sizes."""
+"""core.models.backbones: real keras.applications graphs at small cuts and sizes."""
 from __future__ import annotations
 
 import time

@@ -1,4 +1,4 @@
-"""core.data_root: no server path without a data root; under one, nothing outside it, whatever
+"""core.evaluation.data_root: no server path without a data root; under one, nothing outside it, whatever
 `..` or symbolic links say; and labels whose rows point out are refused."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""core.h5_import against real Keras 2 files: tf_keras writes origin-style .h5 models in a separate
+"""core.models.h5_import against real Keras 2 files: tf_keras writes origin-style .h5 models in a separate
 process (so the two Keras versions never share one), and its own predictions are the reference."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Video-level verdict measures (core.metrics) and the evaluation report built on them
-(core.evaluate): every number here is worked out by hand."""
+"""Video-level verdict measures (core.evaluation.metrics) and the evaluation report built on them
+(core.evaluation.evaluate): every number here is worked out by hand."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""core.model_store: real .keras files, cards, checksums and the locked predict function."""
+"""core.models.model_store: real .keras files, cards, checksums and the locked predict function."""
 from __future__ import annotations
 
 import json

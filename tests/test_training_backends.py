@@ -56,8 +56,8 @@ def test_training_code_and_the_cli_import_without_tensorflow_or_pyav(no_tensorfl
         import keras
         from core.cli import build_parser
         from core.training import extract, sbi, augment, train
-        from core.evaluate import video_metrics
-        from core.backbones import build_classifier
+        from core.evaluation.evaluate import video_metrics
+        from core.models.backbones import build_classifier
         build_parser().parse_args(["train", "--backbone", "vgg16", "--faces", "x"])
         model = build_classifier("efficientnet_lite0", depth="block2b_add", input_size=64)
         print(keras.backend.backend(), sorted(m for m in {BLOCKED!r} if m in sys.modules))

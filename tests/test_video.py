@@ -1,4 +1,4 @@
-"""core.video on real files written with PyAV: bad inputs, probing, sampling, rotation, codecs,
+"""core.media.video on real files written with PyAV: bad inputs, probing, sampling, rotation, codecs,
 variable frame rate, seeking and every-frame iteration."""
 import json
 

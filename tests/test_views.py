@@ -1,4 +1,4 @@
-"""Other views of each face crop (core.views) and the small-faces reason (core.pipeline)."""
+"""Other views of each face crop (core.verdicts.views) and the small-faces reason (core.pipeline)."""
 from __future__ import annotations
 
 import numpy as np
