@@ -3,5 +3,5 @@ per model, pooled and per dataset (`evaluate`), the measures themselves (`metric
 loss, ECE, real clips called FAKE and fakes called REAL, bootstrap intervals), and the one folder
 a browser may name server files under (`data_root`).
 
-Imports from core: `errors`, `settings`, `results` and `verdicts`; the models (`models.zoo`
-records an evaluation into the cards), robustness, training and the CLI import this."""
+Imports from core: `errors`, `settings`, `results` and `verdicts`. The zoo (core.models) records
+an evaluation in the model cards; robustness, training and the CLI evaluate."""

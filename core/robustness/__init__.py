@@ -1,0 +1,5 @@
+"""The robustness benchmark: fixed everyday transforms of a clip (`transforms`: re-encodes,
+other codecs, smaller frames, a change of light, a soft lens) and their verdicts against the
+untouched clip's (`bench`), the transformed clips cached outside git.
+
+Imports from core: `media`, `results`, `verdicts`, `evaluation`, `models` and `scan`."""

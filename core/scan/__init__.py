@@ -4,4 +4,7 @@
 over the same folder resumes), `scanner` analyses one video into its report texts (the same code
 in this process and in a Ray actor), `local` runs the scanner here, one video after another, and
 `ray_engine` spreads it over the actors of a local Ray or a cluster, retrying the videos of a
-worker that dies. Ray is optional: only `ray_engine` imports it."""
+worker that dies. Ray is optional: only `ray_engine` imports it.
+
+Imports from core: `errors`, `atomic`, `threads`, `media`, `settings`, `results`, `models` and
+`pipeline`."""
