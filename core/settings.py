@@ -1,9 +1,13 @@
 """Analysis settings shared by the CLI, the app's sidebar and evaluation."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from .verdicts.verdict import RULES
+
+# The settings a face detector is built with (core.pipeline.make_detector); the others apply to
+# each analysis, so one loaded detector serves analyses that differ only in those.
+DETECTOR_FIELDS = ("min_confidence", "detect_long_side", "min_face_size")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,12 @@ class AnalysisSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def detector_part(self) -> "AnalysisSettings":
+        """The defaults with these settings' DETECTOR_FIELDS: equal for every analysis one loaded
+        detector serves."""
+        kept = {name: getattr(self, name) for name in DETECTOR_FIELDS}
+        return replace(AnalysisSettings(), **kept)
 
     @classmethod
     def from_dict(cls, values: dict) -> "AnalysisSettings":

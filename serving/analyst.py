@@ -1,11 +1,14 @@
 """The worker's side of an analysis: the scan's `VideoScanner` (the detector and the models
 loaded once) for the models a session chose, and the upload analysed in a temporary folder that
-is gone before the reply is sent."""
+is gone before the reply is sent.
+
+A request's settings cross from the app as one value, `AnalysisSettings.to_dict()`; `_turn_back`
+makes them an `AnalysisSettings` again, once per request, with the `ScannerConfig` they need,
+and both go down to the scanner and the pipeline unchanged."""
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from core.scan.scanner import ScannerConfig, VideoScanner
@@ -19,14 +22,6 @@ from .uploads import StoredAnalysis, Upload, analyze_upload
 KEPT_SELECTIONS = 2
 
 
-def _detector_settings(settings: AnalysisSettings) -> AnalysisSettings:
-    """The part of the settings a scanner's detector is built with; the rest is per request."""
-    defaults = AnalysisSettings()
-    return replace(defaults, min_confidence=settings.min_confidence,
-                   detect_long_side=settings.detect_long_side,
-                   min_face_size=settings.min_face_size)
-
-
 class Analyst:
     def __init__(self, models_dir: str | None = None):
         self.models_dir = models_dir
@@ -36,11 +31,16 @@ class Analyst:
         self._detectors: dict[AnalysisSettings, object] = {}
         self._keys: dict[ScannerConfig, tuple[int, tuple]] = {}   # config -> (zoo version, key)
 
-    def config(self, request: AnalysisRequest) -> ScannerConfig:
-        settings = AnalysisSettings.from_dict(request.settings)
-        return ScannerConfig(models=",".join(request.models) or "default",
-                             models_dir=self.models_dir, ensemble=request.ensemble,
-                             settings=_detector_settings(settings))
+    def _turn_back(self, settings: dict, models: tuple[str, ...], ensemble: str
+                   ) -> tuple[AnalysisSettings, ScannerConfig]:
+        """A request's settings as they crossed (AnalysisSettings.to_dict()), turned back: the
+        one place a worker does so. With them, the config of the scanner the request needs: its
+        models and ensemble, and the detector's part of the settings (the rest is per request,
+        so a loaded scanner serves every request that differs only in those)."""
+        analysis = AnalysisSettings.from_dict(settings)
+        return analysis, ScannerConfig(models=",".join(models) or "default",
+                                       models_dir=self.models_dir, ensemble=ensemble,
+                                       settings=analysis.detector_part())
 
     def _zoo(self) -> Path:
         from core.models.zoo import DEFAULT_MODELS_DIR
@@ -67,12 +67,6 @@ class Analyst:
         key = config, tuple(card.sha256 for card in cards), fitted
         self._keys[config] = (version, key)
         return key
-
-    def is_loaded(self, request: AnalysisRequest) -> bool:
-        return self._key(self.config(request)) in self._scanners
-
-    def scanner(self, request: AnalysisRequest) -> VideoScanner:
-        return self._scanner(self.config(request))[1]
 
     def _scanner(self, config: ScannerConfig) -> tuple[tuple, VideoScanner]:
         key = self._key(config)
@@ -106,33 +100,38 @@ class Analyst:
         classifier = self.classifier(model)
         return [gradcam(classifier, crop) for crop in crops]
 
-    def live_scorer(self, settings: AnalysisSettings, models: tuple[str, ...], ensemble: str):
-        """The FrameScorer for a live session's settings and models (none: faces only), built
-        on the scanner's detector and models, kept for the next frame."""
+    def live_frame(self, settings: dict, models: tuple[str, ...], ensemble: str, frame):
+        """One camera frame scored (core.live.FrameScorer) with a live session's settings and
+        models (none: faces only)."""
+        analysis, config = self._turn_back(settings, models, ensemble)
+        return self._live_scorer(analysis, config if models else None)(frame)
+
+    def _live_scorer(self, settings: AnalysisSettings, config: ScannerConfig | None):
+        """The FrameScorer for a live session's settings, built on the scanner's detector and
+        models for `config` (None: the detector alone), kept for the next frame."""
         from core.live import FrameScorer
 
         scanner_key = scanner = None
-        if models:
-            scanner_key, scanner = self._scanner(self.config(AnalysisRequest(
-                "live", b"", "", settings.to_dict(), models, ensemble)))
-        key = (settings, models, ensemble, scanner_key)
+        if config is not None:
+            scanner_key, scanner = self._scanner(config)
+        key = (settings, scanner_key)
         if key not in self._scorers:
             if len(self._scorers) >= 8:         # settings changed often: keep the recent ones
                 self._scorers.pop(next(iter(self._scorers)))
-            if models:
+            if scanner is not None:
                 detector, classifiers, mix = (scanner.detector, scanner.classifiers,
                                               scanner.ensemble)
             else:
-                detector, classifiers, mix = self.detector(settings), [], None
+                detector, classifiers, mix = self._detector(settings), [], None
             self._scorers[key] = FrameScorer(detector, classifiers, settings.band,
                                              margin=settings.margin, ensemble=mix,
                                              views=settings.views)
         return self._scorers[key]
 
-    def detector(self, settings: AnalysisSettings):
+    def _detector(self, settings: AnalysisSettings):
         from core.pipeline import make_detector
 
-        key = _detector_settings(settings)
+        key = settings.detector_part()
         if key not in self._detectors:
             self._detectors[key] = make_detector(key)
         return self._detectors[key]
@@ -143,9 +142,8 @@ class Analyst:
         if header["kind"] == "gradcam":
             return heatmaps_reply(self.gradcam(header["model"], gradcam_crops(header, blobs)))
         if header["kind"] == "live":
-            scorer = self.live_scorer(AnalysisSettings.from_dict(header["settings"]),
-                                      tuple(header["models"]), header["ensemble"])
-            return live_faces_reply(scorer(live_frame(header, blobs)))
+            return live_faces_reply(self.live_frame(header["settings"], tuple(header["models"]),
+                                                    header["ensemble"], live_frame(header, blobs)))
         request = AnalysisRequest.from_message(header, blobs)
         if request.path:
             return report_reply(self.analyze_in_place(request))
@@ -153,8 +151,8 @@ class Analyst:
 
     def analyze_in_place(self, request: AnalysisRequest):
         """The AnalysisResult of the file at request.path, read where it is; no images."""
-        return self.scanner(request).analyze(
-            request.path, AnalysisSettings.from_dict(request.settings), keep_images=False)
+        settings, config = self._turn_back(request.settings, request.models, request.ensemble)
+        return self._scanner(config)[1].analyze(request.path, settings, keep_images=False)
 
     def analyze(self, request: AnalysisRequest,
                 progress: Callable[[str, float], None] | None = None) -> tuple[dict, Blobs]:
@@ -166,10 +164,10 @@ class Analyst:
                       progress: Callable[[str, float], None] | None = None
                       ) -> StoredAnalysis:
         """The analysis of one request as the app stores it."""
-        if progress is not None and not self.is_loaded(request):
+        settings, config = self._turn_back(request.settings, request.models, request.ensemble)
+        if progress is not None and self._key(config) not in self._scanners:
             progress("load", 0.0)
-        scanner = self.scanner(request)
-        settings = AnalysisSettings.from_dict(request.settings)
+        scanner = self._scanner(config)[1]
         upload = Upload(request.upload_name, request.data, request.content_hash)
 
         def analyze(path, **options):

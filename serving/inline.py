@@ -44,13 +44,9 @@ class InlineWorkers:
             return self.analyst.gradcam(model, crops)
 
     def live_frame(self, settings: dict, models: tuple[str, ...], ensemble: str, frame):
-        from core.settings import AnalysisSettings
-
         with self._lock:
             self._limit_threads_once()
-            scorer = self.analyst.live_scorer(AnalysisSettings.from_dict(settings), models,
-                                              ensemble)
-            return scorer(frame)
+            return self.analyst.live_frame(settings, models, ensemble, frame)
 
     def pids(self) -> list[int]:
         return [os.getpid()]

@@ -38,7 +38,7 @@ class AnalysisRequest:
     upload_name: str
     data: bytes = field(repr=False)
     content_hash: str
-    settings: dict                 # AnalysisSettings.to_dict()
+    settings: dict                 # AnalysisSettings.to_dict(): turned back once, by the worker
     models: tuple[str, ...]
     ensemble: str = "fitted"
     path: str | None = None
