@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -382,6 +384,17 @@ def test_file_over_the_upload_limit_is_refused(clips):
     [error] = at.error
     assert error.value.startswith("huge.mp4 is 1.") and error.value.endswith("the limit is 1 MB")
     assert current(at) is None
+
+
+def test_the_toolbar_offers_no_deploy_button():
+    """The app is deployed as its README says, not from the page: Streamlit reads toolbarMode
+    "viewer" from .streamlit/config.toml, which hides the toolbar's developer options (Deploy
+    among them) also on localhost (the browser tests check the toolbar itself)."""
+    code = "from streamlit import config; print(config.get_option('client.toolbarMode'))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=APP.parent, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "viewer"
 
 
 def test_importing_an_h5_adds_the_model_everywhere(models_dir, tmp_path):

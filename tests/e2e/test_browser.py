@@ -118,6 +118,14 @@ def test_models_page_lists_the_zoo(analysed, screenshots):
     page.screenshot(path=str(screenshots / "models.png"), full_page=True)
 
 
+def test_the_toolbar_has_its_menu_but_no_deploy_button(new_page):
+    """.streamlit/config.toml's toolbarMode "viewer": on localhost Streamlit's default would show
+    Deploy; this app is deployed as its README says."""
+    page = new_page()
+    page.get_by_test_id("stMainMenu").wait_for()
+    assert page.get_by_test_id("stAppDeployButton").count() == 0
+
+
 def test_a_corrupt_upload_shows_its_message_and_a_good_one_then_works(new_page, clips):
     page = new_page()
     upload(page, clips["truncated"])
