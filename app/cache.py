@@ -12,13 +12,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from . import state as app_state
 from core.models import zoo
-from core.verdicts.ensemble import EnsembleCard
 from core.models.model_store import ModelCard
 from core.settings import AnalysisSettings
+from core.verdicts.ensemble import EnsembleCard
 from serving import service
 from serving.protocol import AnalysisRequest
+
+from . import state as app_state
 
 MODELS_DIR_ENV = "DEEPFAKE_MODELS_DIR"
 

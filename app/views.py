@@ -12,9 +12,9 @@ import numpy as np
 import plotly.graph_objects as go
 from sklearn.metrics import confusion_matrix, roc_curve
 
-from core.verdicts.ensemble import weights_text
 from core.models.model_store import ModelCard
 from core.results import ENSEMBLE, NO_FACE, AnalysisResult
+from core.verdicts.ensemble import weights_text
 from core.verdicts.verdict import label_for
 
 LABEL_COLOURS = {"REAL": "#1b873f", "FAKE": "#c62828", "UNCERTAIN": "#e09b00", NO_FACE: "#6b7280"}

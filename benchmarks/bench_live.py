@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from skimage.data import astronaut  # noqa: E402
 
-from core.verdicts import verdict as verdicts  # noqa: E402
-from core.media.annotate import FaceBox, draw_faces  # noqa: E402
 from core.faces.detector import FaceDetector, square_crop  # noqa: E402
 from core.live import LiveAnalyzer  # noqa: E402
+from core.media.annotate import FaceBox, draw_faces  # noqa: E402
 from core.models.model_store import discover_models, load_classifier  # noqa: E402
+from core.verdicts import verdict as verdicts  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 HEAD = (80, 0, 380, 300)           # the head-and-shoulders square of the astronaut photo we paste

@@ -28,13 +28,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
+from core.media.video import probe, sample_frames  # noqa: E402
 from core.models.backbones import ORIGIN_BACKBONES, build_classifier, get_spec  # noqa: E402
 from core.models.model_store import save_model  # noqa: E402
-from core.pipeline import analyze_video, make_detector  # noqa: E402
-from core.settings import AnalysisSettings  # noqa: E402
-from core.media.video import probe, sample_frames  # noqa: E402
 from core.models.zoo import (DEFAULT_MODELS_DIR, available_models, default_selection,  # noqa: E402
                              fitted_ensemble, load_models)
+from core.pipeline import analyze_video, make_detector  # noqa: E402
+from core.settings import AnalysisSettings  # noqa: E402
 
 
 def decode_only(path: Path) -> float:

@@ -27,10 +27,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.live import LiveAnalyzer  # noqa: E402
-from core.pipeline import make_detector  # noqa: E402
-from core.settings import AnalysisSettings  # noqa: E402
 from core.media.video import probe, sample_frames  # noqa: E402
 from core.models.zoo import DEFAULT_MODELS_DIR, fitted_ensemble, load_models  # noqa: E402
+from core.pipeline import make_detector  # noqa: E402
+from core.settings import AnalysisSettings  # noqa: E402
 
 CAMERA = (640, 480)
 READ_EVERY = 0.5

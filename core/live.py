@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .verdicts import verdict as verdicts
+from .faces.detector import FaceDetector, square_crop
+from .faces.tracking import iou
 from .media.annotate import FaceBox, draw_faces
+from .models.model_store import Classifier
+from .verdicts import verdict as verdicts
 from .verdicts.ensemble import EnsembleCard
 from .verdicts.ensemble import choose as choose_ensemble
-from .faces.detector import FaceDetector, square_crop
-from .models.model_store import Classifier
-from .faces.tracking import iou
 from .verdicts.views import disagreement, parse_views, predict_views
 
 FACE_ONLY_LABEL = "FACE"        # the label boxes get when no classifier is loaded

@@ -10,10 +10,10 @@ from app import cache as app_cache
 from app import entry as app_entry
 from app import state as app_state
 from app import views as app_views
-from core.models.backbone_names import ORIGIN_BACKBONES, PREPROCESSING_MODES
-from core.evaluation.data_root import DATA_ROOT_ENV, data_root, resolve_under
 from core.errors import DetectorError
+from core.evaluation.data_root import DATA_ROOT_ENV, data_root, resolve_under
 from core.evaluation.evaluate import evaluate, load_labels
+from core.models.backbone_names import ORIGIN_BACKBONES, PREPROCESSING_MODES
 
 app_entry.require_entry(__file__)
 

@@ -7,8 +7,8 @@ import av
 import numpy as np
 import pytest
 
-from core.media.annotate import COLOURS, FaceBox, draw_faces, write_annotated_video
 from core.errors import NotAVideoError
+from core.media.annotate import COLOURS, FaceBox, draw_faces, write_annotated_video
 from tests import fixtures
 
 GREEN, RED, AMBER = COLOURS["REAL"], COLOURS["FAKE"], COLOURS["UNCERTAIN"]

@@ -23,11 +23,11 @@ from app import cache as app_cache
 from app import state as app_state
 from app import views as app_views
 from app.cache import MODELS_DIR_ENV
-from core.evaluation.data_root import DATA_ROOT_ENV
 from core.errors import VideoError
+from core.evaluation.data_root import DATA_ROOT_ENV
+from core.media.video import probe
 from core.results import ENSEMBLE
 from core.settings import AnalysisSettings
-from core.media.video import probe
 from tests.fixtures import make_blank_clip, make_face_clip, make_text_file, make_truncated_mp4
 
 APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"

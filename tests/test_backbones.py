@@ -8,9 +8,9 @@ import pytest
 
 import keras
 
+from core.errors import ImageNetWeightsUnavailableError
 from core.models import backbones
 from core.models.backbones import BACKBONES, build_classifier, last_conv_layer
-from core.errors import ImageNetWeightsUnavailableError
 
 # (cut, input size): each family's shallower suggested cut, at a small input.
 SMALL = {name: (spec.cuts[0], max(64, spec.min_input_size)) for name, spec in BACKBONES.items()}

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from core.models import backbones, efficientnet_lite
 from core.errors import ImageNetWeightsUnavailableError
+from core.models import backbones, efficientnet_lite
 from core.models.torch_checkpoint import (LEGACY_MAGIC, CheckpointFormatError,
                                           UnsafeCheckpointError, load_state_dict)
 

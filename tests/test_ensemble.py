@@ -10,15 +10,15 @@ import shutil
 import numpy as np
 import pytest
 
-from core.verdicts import ensemble as ens
 from core.cli import main
-from core.verdicts.ensemble import EnsembleCard, VideoFaces, fit_ensemble, simplex_grid
 from core.errors import ModelError
 from core.models.model_store import ModelCard
+from core.models.zoo import default_selection, fitted_ensemble, load_models
 from core.pipeline import analyze_video, make_detector
 from core.results import ENSEMBLE
 from core.settings import AnalysisSettings
-from core.models.zoo import default_selection, fitted_ensemble, load_models
+from core.verdicts import ensemble as ens
+from core.verdicts.ensemble import EnsembleCard, VideoFaces, fit_ensemble, simplex_grid
 from tests import fixtures
 from tests.conftest import make_tiny_model
 

@@ -12,16 +12,16 @@ import pytest
 import skimage.data
 
 from core import cli
-from core.models.backbones import FRAMING_LAYER, build_classifier, framed_input_size, input_window
 from core.faces.detector import square_crop
+from core.models.backbones import FRAMING_LAYER, build_classifier, framed_input_size, input_window
 from core.models.model_store import load_classifier, save_model
+from core.models.zoo import resolve_selection
 from core.training.crop_metrics import evaluate_crops, model_input
 from core.training.extract import ExtractSettings, extract, tasks_from_labels
 from core.training.faceindex import read_face_index, read_face_indexes
 from core.training.framing import framing_report, write_landmarks
 from core.training.train import (FaceFiles, TrainConfig, capped_shares, load_face, load_faces,
                                  mixture_weights, progress_line)
-from core.models.zoo import resolve_selection
 from tests.fixtures import make_face_clip
 
 # The astronaut's face box in skimage's photo, as MTCNN reports it (tests/fixtures.py).

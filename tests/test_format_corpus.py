@@ -8,9 +8,9 @@ from fractions import Fraction
 import av
 import pytest
 
+from core.faces.tracking import iou
 from core.pipeline import analyze_video
 from core.settings import AnalysisSettings
-from core.faces.tracking import iou
 from tests import fixtures
 
 FRAMES = 12

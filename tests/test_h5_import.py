@@ -14,8 +14,8 @@ import skimage.transform
 
 import keras
 
-from core.models import h5_import
 from core.errors import H5ImportError
+from core.models import h5_import
 from core.models.model_store import file_sha256, load_classifier
 
 # Runs under tf_keras (Keras 2). Builds each job's origin model: keras.applications backbone with the

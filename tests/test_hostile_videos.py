@@ -9,10 +9,10 @@ import pytest
 
 from core.cli import main
 from core.errors import VideoLimitError
-from core.pipeline import analyze_video, make_detector
-from core.settings import AnalysisSettings
 from core.media.video import probe
 from core.models.zoo import load_models
+from core.pipeline import analyze_video, make_detector
+from core.settings import AnalysisSettings
 from tests import fixtures
 
 SETTINGS = AnalysisSettings(frames=8)

@@ -8,9 +8,9 @@ import pytest
 from skimage.data import astronaut
 
 from core.faces.detector import FaceDetector
+from core.faces.tracking import iou
 from core.live import FACE_ONLY_LABEL, MAX_EXTRAPOLATION_SECONDS, LiveAnalyzer, LiveSession
 from core.models.model_store import load_classifier
-from core.faces.tracking import iou
 from tests.conftest import make_tiny_model
 
 WIDTH, HEIGHT = 640, 480

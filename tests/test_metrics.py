@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.evaluation import metrics as metrics_module
 from core.errors import CorruptVideoError
+from core.evaluation import metrics as metrics_module
 from core.evaluation.evaluate import LabelledVideo, evaluate, format_report, schema_only, summarise
 from core.evaluation.metrics import clean, count_text, expected_calibration_error, verdict_metrics
 from core.results import ENSEMBLE, ModelVerdict

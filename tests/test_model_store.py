@@ -11,8 +11,8 @@ import pytest
 
 import keras
 
-from core.models.backbones import build_classifier
 from core.errors import ChecksumMismatchError, ModelError, ModelNotFoundError
+from core.models.backbones import build_classifier
 from core.models.model_store import (Classifier, ModelCard, discover_models, file_sha256,
                                      load_classifier, save_model, update_card)
 

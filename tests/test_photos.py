@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from core.errors import ImageError, ImageLimitError
+from core.faces.tracking import iou
 from core.media.image import MIN_IMAGE_SIDE, is_image_file, read_image
 from core.pipeline import analyze_file, analyze_image
 from core.settings import AnalysisSettings
-from core.faces.tracking import iou
 from tests import fixtures
 
 SETTINGS = AnalysisSettings(views="")

@@ -8,14 +8,14 @@ import av
 import numpy as np
 import pytest
 
-from core.verdicts import verdict as verdicts
 from core.errors import (CorruptVideoError, EmptyFileError, NotAVideoError, NoVideoStreamError,
                          TooFewFramesError)
+from core.faces.tracking import iou
+from core.models.zoo import load_models
 from core.pipeline import analyze_video
 from core.results import ENSEMBLE, NO_FACE
 from core.settings import AnalysisSettings
-from core.faces.tracking import iou
-from core.models.zoo import load_models
+from core.verdicts import verdict as verdicts
 from tests import fixtures
 from tests.conftest import make_tiny_model
 

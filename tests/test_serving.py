@@ -17,9 +17,9 @@ import pytest
 
 from app import state as app_state
 from core.errors import VideoError
+from core.models.zoo import load_models
 from core.pipeline import analyze_file, make_detector
 from core.settings import AnalysisSettings
-from core.models.zoo import load_models
 from serving.local import LocalWorkers
 from serving.protocol import (AnalysisRequest, WorkerLostError, WorkerTimeoutError,
                               decode_analysis, encode_analysis)

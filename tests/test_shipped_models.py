@@ -11,11 +11,11 @@ import pytest
 import skimage.data
 
 from core.models.backbones import FAMILIES, get_spec
-from core.verdicts.calibration import TEMPERATURE_RANGE
-from core.verdicts.ensemble import load_ensemble
 from core.models.model_store import load_classifier
 from core.models.zoo import (DEFAULT_MODELS_DIR, available_models, datasets_markdown,
                              fitted_ensemble, zoo_markdown)
+from core.verdicts.calibration import TEMPERATURE_RANGE
+from core.verdicts.ensemble import load_ensemble
 
 MAX_MODEL_BYTES = 25 * 2**20
 MAX_FOLDER_BYTES = 80 * 2**20
