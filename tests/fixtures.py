@@ -450,3 +450,24 @@ def make_png_header(path, width: int, height: int) -> Path:
                      + chunk(b"IDAT", zlib.compress(b"\x00" * (1 + 3 * min(width, 64))))
                      + chunk(b"IEND", b""))
     return path
+
+
+def extract_clip_faces(clips_folder: Path, out: Path, clips: list[dict], settings, *,
+                       frames: int):
+    """Face clips made from `clips` (each: name, label, split, size and any further label
+    columns), listed in a labels CSV and cut by `python -m core extract`'s own code into `out`;
+    returns the extract report."""
+    import csv
+
+    from core.training.extract import extract, tasks_from_labels
+
+    columns = [k for k in clips[0] if k not in ("name", "size")]
+    labels = Path(clips_folder) / "labels.csv"
+    with labels.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", *columns])
+        for clip in clips:
+            make_face_clip(Path(clips_folder) / f"{clip['name']}.mp4", frames=frames,
+                           size=clip["size"], face_size=100)
+            writer.writerow([f"{clip['name']}.mp4", *(clip[k] for k in columns)])
+    return extract(tasks_from_labels(labels), out, settings, workers=1, progress=False)

@@ -17,12 +17,12 @@ from core.models.backbones import FRAMING_LAYER, build_classifier, framed_input_
 from core.models.model_store import load_classifier, save_model
 from core.models.zoo import resolve_selection
 from core.training.crop_metrics import evaluate_crops, model_input
-from core.training.extract import ExtractSettings, extract, tasks_from_labels
+from core.training.extract import ExtractSettings
 from core.training.faceindex import read_face_index, read_face_indexes
 from core.training.framing import framing_report, write_landmarks
 from core.training.train import (FaceFiles, TrainConfig, capped_shares, load_face, load_faces,
                                  mixture_weights, progress_line)
-from tests.fixtures import make_face_clip
+from tests.fixtures import extract_clip_faces
 
 # The astronaut's face box in skimage's photo, as MTCNN reports it (tests/fixtures.py).
 FACE_BOX = (182, 64, 265, 171)
@@ -76,19 +76,13 @@ def foreign_index(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipeline_faces(tmp_path_factory):
     """Faces cut by `extract` from generated clips: the pipeline's own framing (margin 0.2)."""
-    folder = tmp_path_factory.mktemp("clips")
-    rows = []
-    for name, label, split in (("r1", "REAL", "train"), ("f1", "FAKE", "train"),
-                               ("r2", "REAL", "val"), ("f2", "FAKE", "val")):
-        make_face_clip(folder / f"{name}.mp4", frames=8, size=(320, 240), face_size=100)
-        rows.append((f"{name}.mp4", label, split, "FF++"))
-    labels = folder / "labels.csv"
-    with labels.open("w", newline="") as handle:
-        csv.writer(handle).writerows([("path", "label", "split", "dataset"), *rows])
+    clips = [{"name": name, "label": label, "split": split, "dataset": "FF++", "size": (320, 240)}
+             for name, label, split in (("r1", "REAL", "train"), ("f1", "FAKE", "train"),
+                                        ("r2", "REAL", "val"), ("f2", "FAKE", "val"))]
     out = tmp_path_factory.mktemp("faces")
-    report = extract(tasks_from_labels(labels), out,
-                     ExtractSettings(real_faces=3, fake_faces=3, frames=4, crop_size=96),
-                     workers=1, progress=False)
+    report = extract_clip_faces(tmp_path_factory.mktemp("clips"), out, clips,
+                                ExtractSettings(real_faces=3, fake_faces=3, frames=4, crop_size=96),
+                                frames=8)
     assert report.faces == 12 and not report.failed
     return out
 

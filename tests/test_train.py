@@ -1,6 +1,5 @@
 """Training on extracted faces, end to end (generated clips -> extract -> train -> load and score),
 plus the batch pipeline, splits and calibration on synthetic data."""
-import csv
 import json
 import math
 
@@ -12,12 +11,12 @@ from core import cli
 from core.verdicts.calibration import (balanced_accuracy, calibrated, fit_calibration,
                                        fit_temperature, fit_threshold, log_loss)
 from core.training.augment import AUGMENT_PRESETS
-from core.training.extract import ExtractSettings, extract, read_index, tasks_from_labels
+from core.training.extract import ExtractSettings, read_index
 from core.models.model_store import load_classifier
 from core.training.train import (COSINE_FLOOR, FaceSet, TrainConfig, effective_class_weights, is_better,
                         jittered_crop, learning_rate, load_faces, make_batch, split_rows,
                         validation_metrics)
-from tests.fixtures import make_face_clip
+from tests.fixtures import extract_clip_faces
 
 TINY = ["--backbone", "vgg16", "--depth", "block2_pool", "--input-size", "64", "--batch", "8",
         "--lr", "1e-4", "--no-progress"]
@@ -25,21 +24,15 @@ TINY = ["--backbone", "vgg16", "--depth", "block2_pool", "--input-size", "64", "
 
 @pytest.fixture(scope="module")
 def faces_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clips")
-    rows = []
-    for name, label, split, size in (("r1", "REAL", "train", (320, 240)),
-                                     ("f1", "FAKE", "train", (352, 240)),
-                                     ("r2", "REAL", "val", (320, 256)),
-                                     ("f2", "FAKE", "val", (352, 256))):
-        make_face_clip(folder / f"{name}.mp4", frames=10, size=size, face_size=100)
-        rows.append((f"{name}.mp4", label, split))
-    labels = folder / "labels.csv"
-    with labels.open("w", newline="") as handle:
-        csv.writer(handle).writerows([("path", "label", "split"), *rows])
+    clips = [{"name": name, "label": label, "split": split, "size": size}
+             for name, label, split, size in (("r1", "REAL", "train", (320, 240)),
+                                              ("f1", "FAKE", "train", (352, 240)),
+                                              ("r2", "REAL", "val", (320, 256)),
+                                              ("f2", "FAKE", "val", (352, 256)))]
     out = tmp_path_factory.mktemp("faces")
-    report = extract(tasks_from_labels(labels), out,
-                     ExtractSettings(real_faces=4, fake_faces=4, frames=5, crop_size=96),
-                     workers=1, progress=False)
+    report = extract_clip_faces(tmp_path_factory.mktemp("clips"), out, clips,
+                                ExtractSettings(real_faces=4, fake_faces=4, frames=5, crop_size=96),
+                                frames=10)
     assert report.faces == 16 and not report.failed
     return out
 
