@@ -39,7 +39,7 @@ def keypoints_path(index_csv: Path) -> Path:
     return index_csv.with_name(f"{index_csv.stem}.keypoints.csv")
 
 
-def _label(value: str, where: str) -> int:
+def label_value(value: str, where: str) -> int:
     try:
         return _LABELS[str(value).strip().lower()]
     except KeyError:
@@ -74,7 +74,7 @@ def read_face_index(source: str | Path) -> list[dict]:
         out = dict(row)
         out.update({
             "file": str(base / row["file"]),
-            "label": _label(row["label"], where),
+            "label": label_value(row["label"], where),
             "video_id": row.get("video_id") or Path(row["file"]).stem,
             "group": row.get("group") or row.get("video_id") or Path(row["file"]).stem,
             "split": row.get("split") or "",

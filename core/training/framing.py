@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import atomic
 from ..faces.detector import FaceDetector
-from .faceindex import KEYPOINT_COLUMNS, index_path, keypoints_path, read_face_index
+from .faceindex import KEYPOINT_COLUMNS, index_path, keypoints_path, label_value, read_face_index
 
 CROP_MIN_CONFIDENCE = 0.9        # a crop holds one face by construction: accept a weaker one
 LANDMARK_COLUMNS = ["file", "x1", "y1", "x2", "y2", "confidence", *KEYPOINT_COLUMNS]
@@ -95,8 +95,9 @@ def write_landmarks(source, labels: tuple[int, ...] = (0,), progress: bool = Tru
         with out.open(newline="", encoding="utf-8") as handle:
             done = {row["file"]: row for row in csv.DictReader(handle)}
     with index_csv.open(newline="", encoding="utf-8") as handle:
-        wanted = [row for row in csv.DictReader(handle)
-                  if row["file"] not in done and _label_of(row) in labels]
+        wanted = [row for number, row in enumerate(csv.DictReader(handle), start=2)
+                  if row["file"] not in done
+                  and label_value(row["label"], f"{index_csv} line {number}") in labels]
     detector = crop_detector()
     started = time.monotonic()
     for n, row in enumerate(wanted, start=1):
@@ -117,10 +118,6 @@ def write_landmarks(source, labels: tuple[int, ...] = (0,), progress: bool = Tru
     if not wanted:
         _write(out, done)
     return out
-
-
-def _label_of(row: dict) -> int:
-    return 1 if str(row["label"]).strip().lower() in ("1", "fake") else 0
 
 
 def _write(out: Path, rows: dict[str, dict]) -> None:

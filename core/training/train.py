@@ -184,6 +184,12 @@ def _row_keypoints(row: dict) -> np.ndarray:
                      for n in _KEYPOINT_NAMES], dtype=np.float64)
 
 
+def framing_window(side: int, framing: float) -> tuple[int, int]:
+    """(offset, side) of the central `framing` share of a square crop of this side."""
+    keep = max(1, int(round(side * framing)))
+    return (side - keep) // 2, keep
+
+
 def load_face(row: dict, work_side: int, framing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(crop, keypoints): one face read from its file, a pipeline crop cut to its central
     `framing` share (what the exported model's first layer does), shrunk to `work_side` when
@@ -197,9 +203,7 @@ def load_face(row: dict, work_side: int, framing: float = 1.0) -> tuple[np.ndarr
         raise ValueError(f"face image {row['file']} is not square")
     points = _row_keypoints(row)
     if framing < 1.0 and row.get("pipeline_framing", True):
-        side = image.shape[0]
-        keep = max(1, int(round(side * framing)))
-        offset = (side - keep) // 2
+        offset, keep = framing_window(image.shape[0], framing)
         image = image[offset:offset + keep, offset:offset + keep]
         points = points - offset
     side = image.shape[0]
@@ -253,9 +257,8 @@ def _framed_keypoints(row: dict, work_side: int, framing: float) -> np.ndarray:
         return points
     side = _crop_side(row)
     if framing < 1.0 and row.get("pipeline_framing", True):
-        keep = max(1, int(round(side * framing)))
-        offset = (side - keep) // 2
-        points, side = points - offset, keep
+        offset, side = framing_window(side, framing)
+        points = points - offset
     if side > work_side:
         points = (points + 0.5) * (work_side / side) - 0.5
     return points
