@@ -15,13 +15,14 @@ from core import cli
 from core.faces.detector import square_crop
 from core.models.backbones import FRAMING_LAYER, build_classifier, framed_input_size, input_window
 from core.models.model_store import load_classifier, save_model
-from core.models.zoo import resolve_selection
+from core.models.zoo import fitted_ensemble, resolve_selection
 from core.training.crop_metrics import evaluate_crops, model_input
 from core.training.extract import ExtractSettings
 from core.training.faceindex import read_face_index, read_face_indexes
 from core.training.framing import framing_report, write_landmarks
 from core.training.train import (FaceFiles, TrainConfig, capped_shares, load_face, load_faces,
                                  mixture_weights, progress_line)
+from core.verdicts.ensemble import ENSEMBLE_CARD, EnsembleCard
 from tests.fixtures import extract_clip_faces
 
 # The astronaut's face box in skimage's photo, as MTCNN reports it (tests/fixtures.py).
@@ -266,3 +267,16 @@ def test_train_on_a_mixture_and_evaluate_the_crops(pipeline_faces, foreign_index
     assert cli.main(["evaluate-crops", str(foreign_index), "--models-dir", str(out.parent),
                      "--split", "all"]) == 0
     assert "| mixed | 107 | 64 |" in capsys.readouterr().out
+
+    # The folder's fitted ensemble scores each crop as the pipeline scores a face: its members'
+    # calibrated P mixed and calibrated again; a monotone map keeps the member's AUC.
+    EnsembleCard(weights={"mixed": 1.0}, threshold=0.3, temperature=2.0,
+                 member_sha256={"mixed": stored.sha256}).save(out.parent / ENSEMBLE_CARD)
+    fitted = evaluate_crops(foreign_index, [stored], split="train",
+                            ensemble=fitted_ensemble(out.parent))
+    e = fitted["models"]["ensemble"]
+    assert e["auc"] == m["auc"] and e["members"] == {"mixed": 1.0}
+    assert e["log_loss"] != m["log_loss"]
+    assert cli.main(["evaluate-crops", str(foreign_index), "--models-dir", str(out.parent),
+                     "--split", "all"]) == 0
+    assert "| ensemble (mixed × 1.00) |" in capsys.readouterr().out

@@ -47,12 +47,14 @@ def cmd_landmarks(args) -> int:
 def cmd_evaluate_crops(args) -> int:
     import json
 
-    from ..models.zoo import DEFAULT_MODELS_DIR, resolve_selection
+    from ..models.zoo import DEFAULT_MODELS_DIR, fitted_ensemble, resolve_selection
     from .crop_metrics import evaluate_crops, format_crop_report
 
-    cards = resolve_selection(args.models, args.models_dir or DEFAULT_MODELS_DIR)
+    models_dir = args.models_dir or DEFAULT_MODELS_DIR
+    cards = resolve_selection(args.models, models_dir)
     report = evaluate_crops(args.index, cards, split=None if args.split == "all" else args.split,
-                            limit=args.limit, whole=args.whole)
+                            limit=args.limit, whole=args.whole,
+                            ensemble=fitted_ensemble(models_dir))
     print(format_crop_report(report))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +150,9 @@ def register(commands) -> None:
         "evaluate-crops", help="crop-level AUC (bootstrap by source group) of zoo models on a "
                                "face index, e.g. the DFDC val crops")
     crops.add_argument("index", type=Path, help="a faces folder or face index CSV")
-    crops.add_argument("--models", default="all", help="all, default, or comma-separated names")
+    crops.add_argument("--models", default="all",
+                       help="all, default, or comma-separated names; when the folder's fitted "
+                            "ensemble has all its members among them, its row is added")
     crops.add_argument("--models-dir", type=Path, default=None)
     crops.add_argument("--split", default="val", help="val (default), train or all")
     crops.add_argument("--limit", type=int, default=None, help="only the first N rows")

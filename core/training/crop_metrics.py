@@ -50,15 +50,16 @@ def grouped_auc_interval(labels: np.ndarray, scores: np.ndarray, groups: np.ndar
 
 
 def evaluate_crops(index, cards, split: str | None = "val", limit: int | None = None,
-                   whole: bool = False) -> dict:
+                   whole: bool = False, ensemble=None) -> dict:
     """Per model: crops, AUC with its interval, log loss and accuracy of the calibrated P(fake).
     `whole`: every model gets the crop resized to its whole input (as if it were a pipeline
-    crop), the comparison that shows what the framing layer changes."""
-    from sklearn.metrics import log_loss, roc_auc_score
-
+    crop), the comparison that shows what the framing layer changes. `ensemble`: a fitted
+    EnsembleCard whose members are all among `cards` adds the row "ensemble", each crop scored
+    as the pipeline scores a face (its members' calibrated P mixed by the card)."""
     from ..models.backbones import input_window
-    from ..verdicts.calibration import LOG_LOSS_CLIP, calibrated
     from ..models.model_store import load_classifier
+    from ..verdicts.calibration import calibrated
+    from ..verdicts.ensemble import mixed_score
 
     rows = [r for r in read_face_index(index) if split is None or r["split"] == split]
     if limit:
@@ -72,6 +73,7 @@ def evaluate_crops(index, cards, split: str | None = "val", limit: int | None = 
               "real": int(np.sum(labels == 0)), "fake": int(np.sum(labels == 1)),
               "groups": int(len(set(groups.tolist()))), "framing": "whole" if whole else "model",
               "models": {}}
+    probabilities: dict[str, np.ndarray] = {}
     for card in cards:
         classifier = load_classifier(card.card_path)
         size = classifier.input_size
@@ -81,19 +83,38 @@ def evaluate_crops(index, cards, split: str | None = "val", limit: int | None = 
                                          for c in crops[start:start + 256]]))
             for start in range(0, len(crops), 256)])
         p = calibrated(scores, card.threshold, card.temperature)
-        both = 0 < labels.sum() < len(labels)
-        report["models"][card.name] = {
-            "input": size, "backbone_sees": window[1],
-            "auc": round(float(roc_auc_score(labels, scores)), 4) if both else None,
-            "auc_ci95": grouped_auc_interval(labels, scores, groups) if both else None,
-            "log_loss": round(float(log_loss(labels, np.clip(p, *LOG_LOSS_CLIP),
-                                             labels=[0, 1])), 4),
-            "accuracy": round(float(np.mean((p >= 0.5) == (labels == 1))), 4),
-        }
+        probabilities[card.name] = p
+        report["models"][card.name] = {"input": size, "backbone_sees": window[1],
+                                       **_crop_metrics(labels, scores, p, groups)}
+    if ensemble is not None and set(ensemble.members) <= set(probabilities):
+        mixed = np.array([mixed_score({m: probabilities[m][i] for m in ensemble.members},
+                                      ensemble.weights, ensemble.threshold, ensemble.temperature)
+                          for i in range(len(rows))])
+        report["models"]["ensemble"] = {"input": None, "backbone_sees": None,
+                                        "members": ensemble.weights,
+                                        **_crop_metrics(labels, mixed, mixed, groups)}
     return report
 
 
+def _crop_metrics(labels: np.ndarray, scores: np.ndarray, p: np.ndarray, groups: np.ndarray
+                  ) -> dict:
+    """AUC of the scores (with its interval by source group); log loss and accuracy of P."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from ..verdicts.calibration import LOG_LOSS_CLIP
+
+    both = 0 < labels.sum() < len(labels)
+    return {
+        "auc": round(float(roc_auc_score(labels, scores)), 4) if both else None,
+        "auc_ci95": grouped_auc_interval(labels, scores, groups) if both else None,
+        "log_loss": round(float(log_loss(labels, np.clip(p, *LOG_LOSS_CLIP), labels=[0, 1])), 4),
+        "accuracy": round(float(np.mean((p >= 0.5) == (labels == 1))), 4),
+    }
+
+
 def format_crop_report(report: dict) -> str:
+    from ..verdicts.ensemble import weights_text
+
     lines = [f"{report['crops']} crops ({report['real']} real, {report['fake']} fake, "
              f"{report['groups']} source groups) from {report['index']}, split "
              f"{report['split'] or 'all'}, framing: {report['framing']}",
@@ -103,6 +124,10 @@ def format_crop_report(report: dict) -> str:
         ci = m["auc_ci95"]
         auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}" + (
             f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        if name == "ensemble":
+            lines.append(f"| ensemble ({weights_text(m['members'])}) | | | {auc} | "
+                         f"{m['log_loss']:.3f} | {m['accuracy']:.3f} |")
+            continue
         lines.append(f"| {name} | {m['input']} | {m['backbone_sees']} | {auc} | "
                      f"{m['log_loss']:.3f} | {m['accuracy']:.3f} |")
     return "\n".join(lines)
