@@ -212,6 +212,7 @@ def cmd_robustness(args) -> int:
 
     from .evaluation.evaluate import load_labels
     from .evaluation.metrics import clean
+    from .robustness.band import BAND_GRID, format_band_table
     from .robustness.bench import cache_root, format_results, markdown_table, run_benchmark
     from .robustness.transforms import TRANSFORMS
 
@@ -223,9 +224,12 @@ def cmd_robustness(args) -> int:
     with tqdm(total=len(videos) * (len(transforms) + 1), desc="transforms", unit="clip") as bar:
         results = run_benchmark(videos, transforms, config, start_engine,
                                 cache=args.cache / "robustness" if args.cache else cache_root(),
-                                on_clip=lambda done, total: bar.update(done - bar.n))
+                                on_clip=lambda done, total: bar.update(done - bar.n),
+                                bands=BAND_GRID if args.choose_band else None)
     for model in args.show.split(",") if args.show else ["ensemble"]:
         print((markdown_table if args.markdown else format_results)(results, model.strip()))
+    if args.choose_band:
+        print(format_band_table(results["bands"], results["band_choice"]))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(clean(results), indent=2))
@@ -384,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="comma-separated transform names (default: all of them)")
     robustness.add_argument("--cache", type=Path, default=None,
                             help="cache folder (default $DEEPFAKE_CACHE or ~/.cache/deepfake-detector)")
+    robustness.add_argument("--choose-band", action="store_true",
+                            help="also re-decide every clip at each UNCERTAIN band from 0 to 0.2 "
+                                 "and print the one the costs choose: no set with more real clips "
+                                 "called FAKE than at --band, then the most right verdicts net of "
+                                 "fakes called REAL")
     robustness.add_argument("--show", default=None,
                             help="comma-separated models to print a table for (default: ensemble)")
     robustness.add_argument("--markdown", action="store_true", help="print the tables as markdown")

@@ -344,29 +344,8 @@ def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
     # Stage 4: persons and video verdicts per model and for the ensemble.
     t0 = time.perf_counter()
     primary = ENSEMBLE if len(classifiers) > 1 or mix.kind == "fitted" else names[0]
-    verdict_by_model: dict[str, ModelVerdict] = {}
+    verdict_by_model = video_verdicts(faces, names, settings, model_seconds)
     persons: list[PersonResult] = []
-    small = small_faces_reason(faces, settings.small_face_px)
-    for name in [*names, ENSEMBLE]:
-        seconds = model_seconds.get(name, timings["classify"])
-        if not faces:
-            verdict_by_model[name] = ModelVerdict(name, None, NO_FACE, seconds)
-            continue
-        probability = float(verdicts.aggregate_video(
-            _per_person(faces, lambda f: f.scores[name]), rule=settings.rule))
-        label = verdicts.label_for(probability, settings.band)
-        reasons = []
-        if label != "UNCERTAIN":
-            disagree = disagreement(label, {
-                view: float(verdicts.aggregate_video(
-                    _per_person(faces, lambda f: f.views[name][view]), rule=settings.rule))
-                for view in views}, settings.band)
-            if disagree:
-                reasons.append(disagree)
-            if small:
-                reasons.append(small)
-        verdict_by_model[name] = ModelVerdict(
-            name, probability, "UNCERTAIN" if reasons else label, seconds, reasons)
     for track in tracks:
         person_faces = [f for f in faces if f.person_id == track.id]
         scores = {
@@ -385,6 +364,37 @@ def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
         ensemble={"kind": mix.kind, "weights": mix.weights})
     return result, tracks, face_keys
 
+
+def video_verdicts(faces: Sequence[FaceResult], names: Sequence[str], settings: AnalysisSettings,
+                   model_seconds: dict[str, float] | None = None) -> dict[str, ModelVerdict]:
+    """Each model's and the ensemble's verdict on the clip from its scored faces: P(fake) by the
+    settings' rule, its label at the settings' band, UNCERTAIN with the reasons where the views
+    disagree or the faces are too small. Also what re-decides a stored report at another band."""
+    model_seconds = model_seconds or {}
+    views = parse_views(settings.views)
+    small = small_faces_reason(faces, settings.small_face_px)
+    verdict_by_model: dict[str, ModelVerdict] = {}
+    for name in [*names, ENSEMBLE]:
+        seconds = model_seconds.get(name, sum(model_seconds.values()))
+        if not faces:
+            verdict_by_model[name] = ModelVerdict(name, None, NO_FACE, seconds)
+            continue
+        probability = float(verdicts.aggregate_video(
+            _per_person(faces, lambda f: f.scores[name]), rule=settings.rule))
+        label = verdicts.label_for(probability, settings.band)
+        reasons = []
+        if label != "UNCERTAIN":
+            disagree = disagreement(label, {
+                view: float(verdicts.aggregate_video(
+                    _per_person(faces, lambda f: f.views[name][view]), rule=settings.rule))
+                for view in views}, settings.band)
+            if disagree:
+                reasons.append(disagree)
+            if small:
+                reasons.append(small)
+        verdict_by_model[name] = ModelVerdict(
+            name, probability, "UNCERTAIN" if reasons else label, seconds, reasons)
+    return verdict_by_model
 
 
 def _per_person(faces: Sequence[FaceResult], score: Callable[[FaceResult], float]

@@ -15,6 +15,7 @@ from core.evaluation.evaluate import LabelledVideo
 from core.evaluation.metrics import clean, verdict_metrics
 from core.results import ENSEMBLE
 from core.robustness import bench
+from core.robustness.band import BAND_GRID, choose_band, format_band_table
 from core.robustness.bench import (UNTOUCHED, content_key, format_results, run_benchmark,
                                    score_change, selection_key, transformed_clip)
 from core.robustness.transforms import (CUT, MAX_FRAMES, TRANSFORMS, TRANSFORMS_VERSION, Encode,
@@ -326,6 +327,35 @@ def test_format_results_by_hand():
                      "H.264", "CRF", "36", "(blocky)"]
 
 
+def _band_row(band: float, **sets) -> dict:
+    counted = {name: dict(zip(("real", "fake", "real_called_fake", "fake_called_real", "decided",
+                               "right"), values), clips=values[0] + values[1])
+               for name, values in sets.items()}
+    pooled = {key: sum(c[key] for c in counted.values()) for key in next(iter(counted.values()))}
+    return {"band": band, "sets": counted, "pooled": pooled}
+
+
+def test_the_band_chosen_never_accuses_more_and_decides_where_it_pays():
+    table = [
+        # the narrowest band decides most and is right most, but calls a re-encoded real FAKE
+        _band_row(0.0, none=(2, 3, 0, 1, 5, 4), crf36=(2, 3, 1, 0, 5, 4)),
+        # right twice more than the reference, one more fake called REAL: a gain of one
+        _band_row(0.05, none=(2, 3, 0, 1, 4, 3), crf36=(2, 3, 0, 0, 3, 3)),
+        # as good as 0.05: the wider one is kept
+        _band_row(0.08, none=(2, 3, 0, 1, 4, 3), crf36=(2, 3, 0, 0, 3, 3)),
+        _band_row(0.1, none=(2, 3, 0, 0, 2, 2), crf36=(2, 3, 0, 0, 2, 2)),
+        _band_row(0.2, none=(2, 3, 0, 0, 0, 0), crf36=(2, 3, 0, 0, 0, 0)),
+    ]
+    choice = choose_band(table, 0.1)
+    assert choice == {"band": 0.08, "reference": 0.1, "gain": 1, "excluded": [0.0]}
+    assert choose_band(table[3:], 0.1)["band"] == 0.1     # nothing narrower pays: keep it
+    with pytest.raises(ValueError, match="reference band 0.3"):
+        choose_band(table, 0.3)
+    text = format_band_table(table, choice)
+    assert "0.08" in text.splitlines()[3] and "<- chosen" in text.splitlines()[3]
+    assert "(crf36 1/2)" in text.splitlines()[1]
+
+
 def test_unknown_transform_is_refused_before_any_work():
     with pytest.raises(ValueError, match="unknown transform sepia"):
         run_benchmark([], ["crf36", "sepia"], None, None)
@@ -422,6 +452,24 @@ def test_run_benchmark_end_to_end_and_from_cache(tmp_path, tiny_resnet_dir, monk
     assert again["videos"] == results["videos"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert not list(cache.rglob(".partial-*"))
+
+    # Every stored report re-decided at each band: at the run's own band, the run's calls.
+    banded = run_benchmark(videos, ["crf36", "half"], config,
+                           lambda: pytest.fail("started an engine for cached reports"),
+                           cache=cache, bands=BAND_GRID)
+    reference = next(row for row in banded["bands"] if row["band"] == 0.1)
+    for name, entry in results["transforms"].items():
+        measured = entry["models"][ENSEMBLE]
+        counted = reference["sets"][name]
+        assert (counted["real_called_fake"], counted["fake_called_real"]) == \
+            (measured["real_called_fake"], measured["fake_called_real"])
+        calls = [r["calls"][ENSEMBLE] for r in results["videos"][name]]
+        assert counted["decided"] == sum(c in ("REAL", "FAKE") for c in calls)
+    decided = [row["pooled"]["decided"] for row in banded["bands"]]
+    assert decided == sorted(decided, reverse=True)     # a wider band never decides more
+    assert banded["band_choice"]["reference"] == 0.1
+    assert banded["band_choice"]["band"] in BAND_GRID and banded["band_choice"]["gain"] >= 0
+    assert "chosen band" in format_band_table(banded["bands"], banded["band_choice"])
 
     # A clip that cannot be decoded to the end is left out and named; the rest is measured.
     monkeypatch.setattr(bench, "apply", apply)

@@ -83,11 +83,13 @@ def describe_selection(config) -> tuple[str, list[str]]:
 
 def run_benchmark(videos: Sequence[LabelledVideo], transforms: Sequence[str], config,
                   start_engine: Callable[[], object], *, cache: Path | None = None,
-                  on_clip: Callable[[int, int], None] | None = None) -> dict:
+                  on_clip: Callable[[int, int], None] | None = None,
+                  bands: Sequence[float] | None = None) -> dict:
     """Make (or reuse) every transformed clip, analyse (or reuse) every report, and return the
     benchmark's results: {"transforms": {NAME: {"description", "models": summarise per model,
     "change": per model {"mean_abs_change", "mean_abs_change_real", "flips"}}}, "videos": per
-    clip and transform the scores}."""
+    clip and transform the scores}. `bands`: also every clip re-decided at each of these bands
+    from its report, and the band chosen (core.robustness.band): "bands", "band_choice"."""
     from ..scan.jobs import ScanJob
     from ..scan.run import scan_to_folder
 
@@ -150,6 +152,15 @@ def run_benchmark(videos: Sequence[LabelledVideo], transforms: Sequence[str], co
             entry["change"] = {n: score_change(rows[UNTOUCHED], members, n) for n in names}
         results["transforms"][name] = entry
     results["videos"] = rows
+    if bands:
+        from .band import band_table, choose_band
+
+        stored = {name: [(video.label, by_stem[f"{name}__{clip}"].report)
+                         for video, clip in zip(videos, keys)
+                         if not by_stem[f"{name}__{clip}"].failed]
+                  for name in rows}
+        results["bands"] = band_table(stored, bands)
+        results["band_choice"] = choose_band(results["bands"], band)
     return results
 
 
