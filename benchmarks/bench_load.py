@@ -10,8 +10,10 @@ run: the Analyze page loaded by a browser while the server is idle, and one sess
 verdict alone. Then one browser session per clip uploads its clip at the same moment and, while
 they are being analysed, newcomers open the Analyze page one after another (`--probes`). Prints
 each session's time to verdict and whether the verdict shown is for its own clip, the place in
-line each was shown, each newcomer's page-load time (target <= 2 s), the peak RSS of the server
-and of its worker processes, and any exception in the server log.
+line each was shown, each newcomer's page-load time (target <= 2 s) and where it went (the HTML,
+the scripts, styles and fonts, the websocket connected, the uploader drawn, the script run done),
+the CPU the server, its workers and the uploaders' browser took while the newcomers loaded, the
+peak RSS of the server and of its worker processes, and any exception in the server log.
 
 `--clips`: real clips (distinct file names), e.g. two 10 s 1080p DFDC clips and two FF++ c23
 ones from ../shared/data; without it, `--sessions` generated 640x360 clips.
@@ -72,6 +74,44 @@ def _workers_of(server_pid: int) -> list[int]:
     return found
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server, its worker processes and the uploaders' (niced)
+    browser, and by the whole machine ("busy": every process; "idle"), from /proc."""
+    with open("/proc/stat") as handle:
+        ticks = [int(v) for v in handle.readline().split()[1:]]
+    used = {"server": 0.0, "workers": 0.0, "uploaders": 0.0,
+            "busy": (sum(ticks) - ticks[3] - ticks[4]) / TICK, "idle": (ticks[3] + ticks[4]) / TICK}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / TICK
+        if int(entry.name) == server_pid:
+            used["server"] += seconds
+        elif int(fields[1]) == server_pid and b"serving.worker" in command:
+            used["workers"] += seconds
+        elif b"chromium" in command and int(fields[16]) > 0:
+            used["uploaders"] += seconds
+    return used
+
+
+def cpu_text(before: dict, after: dict, seconds: float) -> str:
+    """Where the machine's CPU went between two cpu_by_role readings, in core-seconds."""
+    spent = {k: after[k] - before[k] for k in after}
+    rest = spent["busy"] - spent["server"] - spent["workers"] - spent["uploaders"]
+    return (f"{seconds:.1f} s x {os.cpu_count()} cores: server {spent['server']:.1f}, workers "
+            f"{spent['workers']:.1f}, uploaders' browser {spent['uploaders']:.1f}, "
+            f"the rest (newcomers' browser, this script, anything else) {rest:.1f}, "
+            f"idle {spent['idle']:.1f} core-seconds")
+
+
 class PeakRss:
     """Resident memory of the server process and of its workers, sampled every 100 ms; the
     workers' peak is the largest sum over them at one moment."""
@@ -102,15 +142,43 @@ async def wait_for_app(page) -> None:
 
 
 async def open_analyze(browser, url: str):
-    """A new session on the Analyze page; returns (context, page, seconds until usable)."""
+    """A new session on the Analyze page; returns (context, page, seconds until usable, phases):
+    the seconds from the start at which the page's HTML arrived, its scripts, styles and fonts
+    had arrived, the app's websocket was connected, the uploader was drawn and the script run
+    had ended: what a newcomer waits on."""
     context = await browser.new_context(viewport={"width": 1300, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
     page = await context.new_page()
     started = time.perf_counter()
     await page.goto(url)
+    await page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(
+        state="attached")
+    connected = time.perf_counter() - started
     await page.locator("[data-testid='stFileUploaderDropzoneInput']").wait_for(state="attached")
+    drawn = time.perf_counter() - started
     await wait_for_app(page)
-    return context, page, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    loaded = await page.evaluate("""() => {
+        const nav = performance.getEntriesByType('navigation')[0];
+        const assets = performance.getEntriesByType('resource')
+            .filter(r => ['script', 'link', 'css'].includes(r.initiatorType)
+                         || /\\.(js|css|woff2?|ttf)(\\?|$)/.test(r.name));
+        return {html: nav.responseEnd,
+                assets: Math.max(nav.responseEnd, ...assets.map(r => r.responseEnd)),
+                bytes: assets.reduce((total, r) => total + (r.encodedBodySize || 0), 0)};
+    }""")
+    phases = {"html": loaded["html"] / 1000, "assets": loaded["assets"] / 1000,
+              "connected": connected, "drawn": drawn, "done": seconds,
+              "asset_mb": loaded["bytes"] / 2**20}
+    return context, page, seconds, phases
+
+
+PHASES = ("html", "assets", "connected", "drawn", "done")
+
+
+def phases_text(phases: dict) -> str:
+    return ("  ".join(f"{name} {phases[name]:.2f}" for name in PHASES)
+            + f" s ({phases['asset_mb']:.1f} MiB of assets)")
 
 
 async def analyse(page, clip: Path) -> dict:
@@ -155,7 +223,7 @@ async def kill_mid_analysis(browser, url: str, clips: list[Path], server_pid: in
     """One session uploads; once a stage of its analysis shows, every worker process is
     SIGKILLed. Returns how long until the page showed its error, the error, and the next
     upload's result."""
-    context, page, _ = await open_analyze(browser, url)
+    context, page, _, _ = await open_analyze(browser, url)
     await page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
         str(clips[0]))
     await page.get_by_test_id("stProgress").filter(
@@ -184,25 +252,28 @@ async def run(args, url: str, clips: list[Path], rss: PeakRss, folder: Path) -> 
             executable_path=niced_chromium(folder, args.clients_nice)
             if args.clients_nice else CHROMIUM, args=CHROMIUM_ARGS)
         # Warm-up: the first script run imports TensorFlow and loads the models.
-        context, page, warm = await open_analyze(newcomer, url)
+        context, page, warm, _ = await open_analyze(newcomer, url)
         await analyse(page, clips[0])
         await context.close()
 
-        context, page, idle_load = await open_analyze(newcomer, url)
+        context, page, idle_load, idle_phases = await open_analyze(newcomer, url)
         alone = await analyse(page, clips[0])
         await context.close()
 
         sessions = [await open_analyze(uploaders, url) for _ in clips]
         uploads = [asyncio.create_task(analyse(page, clip))
-                   for (_, page, _), clip in zip(sessions, clips)]
+                   for (_, page, _, _), clip in zip(sessions, clips)]
         await asyncio.sleep(1.0)
-        busy_loads = []
+        busy_loads, busy_phases = [], []
+        cpu_before, probes_started = cpu_by_role(rss.pid), time.perf_counter()
         for _ in range(args.probes):     # one newcomer after another while the line is long
-            extra_context, _, seconds = await open_analyze(newcomer, url)
+            extra_context, _, seconds, phases = await open_analyze(newcomer, url)
             busy_loads.append(seconds)
+            busy_phases.append(phases)
             await extra_context.close()
+        cpu = cpu_text(cpu_before, cpu_by_role(rss.pid), time.perf_counter() - probes_started)
         results = await asyncio.gather(*uploads)
-        for context, _, _ in sessions:
+        for context, _, _, _ in sessions:
             await context.close()
         await uploaders.close()
         fault = (await kill_mid_analysis(newcomer, url, clips, rss.pid)
@@ -210,7 +281,8 @@ async def run(args, url: str, clips: list[Path], rss: PeakRss, folder: Path) -> 
         await newcomer.close()
 
     return {"warm": warm, "idle_load": idle_load, "alone": alone, "results": results,
-            "busy_loads": busy_loads, "fault": fault}
+            "busy_loads": busy_loads, "fault": fault, "idle_phases": idle_phases,
+            "busy_phases": busy_phases, "cpu": cpu}
 
 
 def report(mode: str, args, measured: dict, rss: PeakRss, problems: list[str]) -> None:
@@ -229,6 +301,12 @@ def report(mode: str, args, measured: dict, rss: PeakRss, problems: list[str]) -
           + ", ".join(f"{s:.2f}" for s in busy_loads)
           + f" s; slowest {worst:.2f} s  target <= 2 s: {'met' if worst <= 2 else 'MISSED'}")
     print(f"  (uploaders' browsers at nice {args.clients_nice}, newcomers' at 0)")
+    print("  where a page load's time goes (seconds from the start: HTML, assets, websocket "
+          "connected, uploader drawn, script run done):")
+    print(f"    idle:       {phases_text(measured['idle_phases'])}")
+    for number, phases in enumerate(measured["busy_phases"], start=1):
+        print(f"    newcomer {number}: {phases_text(phases)}")
+    print(f"  CPU while the newcomers loaded: {measured['cpu']}")
     print(f"  peak RSS: server {rss.peak / 2**20:.0f} MiB, "
           f"worker processes {rss.workers_peak / 2**20:.0f} MiB")
     fault = measured.get("fault")
