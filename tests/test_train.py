@@ -428,8 +428,10 @@ def test_init_starts_from_a_trained_models_weights(budget_run, faces_dir, tmp_pa
                      "--run-dir", str(tmp_path / "run"), "--epochs", "1",
                      "--init", str(trained)]) == 0
     card = json.loads(out.with_suffix(".json").read_text())
-    assert card["training"]["started_from"]["sha256"] == json.loads(
-        trained.with_suffix(".json").read_text())["sha256"]
+    first = json.loads(trained.with_suffix(".json").read_text())
+    assert card["training"]["started_from"]["sha256"] == first["sha256"]
+    # The whole chain: how the model it started from was itself trained.
+    assert card["training"]["started_from"]["training"] == first["training"]
     # Another cut of the same family does not fit the weights: one line, no traceback.
     code = cli.main(["train", "--backbone", "vgg16", "--depth", "block1_pool", "--input-size", "64",
                      "--batch", "8", "--no-progress", "--faces", str(faces_dir),

@@ -893,13 +893,16 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
 
 
 def _init_record(path: str | None) -> dict | None:
-    """The model a --init run started from, and the weights its own chain began with."""
+    """The model a --init run started from, the weights its own chain began with, and how it
+    was trained (its card's record, itself holding the model it started from): a fine-tune's
+    card says the whole chain."""
     if not path:
         return None
     from ..models.model_store import ModelCard
 
     card = ModelCard.load(Path(path).with_suffix(".json"))
-    return {"model": card.name, "sha256": card.sha256, "weights": card.training.get("weights")}
+    return {"model": card.name, "sha256": card.sha256, "weights": card.training.get("weights"),
+            "training": card.training}
 
 
 def _extract_settings(faces_dir: str) -> dict | None:
