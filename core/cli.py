@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="also re-decide every clip at each UNCERTAIN band from 0 to 0.2 "
                                  "and print the one the costs choose: no set with more real clips "
                                  "called FAKE than at --band, then the most right verdicts net of "
-                                 "fakes called REAL")
+                                 "fakes called REAL (narrower or wider than --band)")
     robustness.add_argument("--show", default=None,
                             help="comma-separated models to print a table for (default: ensemble)")
     robustness.add_argument("--markdown", action="store_true", help="print the tables as markdown")

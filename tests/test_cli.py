@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.cli import main
+from core.settings import AnalysisSettings
 from tests import fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def test_evaluate_writes_the_schema(clips, tiny_models_dir, tmp_path, capsys):
     results = json.loads(out.read_text())
     # No dataset column: nothing per dataset.
     assert set(results) == {"models", "datasets", "videos", "band", "seconds"}
-    assert results["datasets"] == {} and results["band"] == 0.1
+    assert results["datasets"] == {} and results["band"] == AnalysisSettings().band
     names = {f"tiny_{b}" for b in ("efficientnetb7", "inceptionresnetv2", "inceptionv3",
                                    "resnet50", "vgg16")}
     assert set(results["models"]) == names | {"ensemble"}
@@ -168,8 +169,8 @@ def test_record_eval_table_and_quality_gate(tmp_path, capsys):
     card = json.loads((tmp_path / "tiny_vgg16.json").read_text())
     assert card["metrics"]["pipeline_val_video_auc"] == pytest.approx(0.8)
     assert card["metrics"]["ensemble_val_video_auc"] == 0.9
-    # At the band 0.1 (P >= 0.6 FAKE, < 0.4 REAL): the real clip at 0.7 is called FAKE and the
-    # fake at 0.35 REAL.
+    # At the default band (0.12: P >= 0.62 FAKE, < 0.38 REAL): the real clip at 0.7 is called
+    # FAKE and the fake at 0.35 REAL.
     assert card["metrics"]["pipeline_val_real_called_fake"] == 1
     assert card["metrics"]["pipeline_val_fake_called_real"] == 1
     assert set(card["metrics"]["pipeline_val_datasets"]) == {"A", "B"}

@@ -394,7 +394,7 @@ def test_run_benchmark_end_to_end_and_from_cache(tmp_path, tiny_resnet_dir, monk
                             on_clip=lambda done, total: progress.append((done, total)))
     assert started == [1]
     assert progress == [(i, 6) for i in range(1, 7)]
-    assert results["band"] == 0.1
+    assert results["band"] == AnalysisSettings().band
     assert results["cache"] == str(cache)
     assert list(results["transforms"]) == ["none", "crf36", "half"]
     names = ["tiny_resnet50", ENSEMBLE]
@@ -457,7 +457,7 @@ def test_run_benchmark_end_to_end_and_from_cache(tmp_path, tiny_resnet_dir, monk
     banded = run_benchmark(videos, ["crf36", "half"], config,
                            lambda: pytest.fail("started an engine for cached reports"),
                            cache=cache, bands=BAND_GRID)
-    reference = next(row for row in banded["bands"] if row["band"] == 0.1)
+    reference = next(row for row in banded["bands"] if row["band"] == results["band"])
     for name, entry in results["transforms"].items():
         measured = entry["models"][ENSEMBLE]
         counted = reference["sets"][name]
@@ -467,7 +467,7 @@ def test_run_benchmark_end_to_end_and_from_cache(tmp_path, tiny_resnet_dir, monk
         assert counted["decided"] == sum(c in ("REAL", "FAKE") for c in calls)
     decided = [row["pooled"]["decided"] for row in banded["bands"]]
     assert decided == sorted(decided, reverse=True)     # a wider band never decides more
-    assert banded["band_choice"]["reference"] == 0.1
+    assert banded["band_choice"]["reference"] == results["band"]
     assert banded["band_choice"]["band"] in BAND_GRID and banded["band_choice"]["gain"] >= 0
     assert "chosen band" in format_band_table(banded["bands"], banded["band_choice"])
 

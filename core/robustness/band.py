@@ -1,6 +1,7 @@
-"""How narrow the UNCERTAIN band can be: every clip of a labelled set, untouched and through each
+"""How wide the UNCERTAIN band should be: every clip of a labelled set, untouched and through each
 everyday transform, re-decided at each candidate band from its stored report (the same faces,
-scores and views, core.pipeline.video_verdicts), and the band chosen by the product's costs.
+scores and views, core.pipeline.video_verdicts), and the band chosen by the product's costs,
+narrower than the reference where the evidence allows it, wider where that pays.
 
 A real clip called FAKE is the costliest error, so no candidate may call more real clips FAKE
 than the reference band does, on the untouched clips or under any transform. Past that, a fake
