@@ -15,17 +15,15 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 from ..pipeline import video_verdicts
-from ..results import ENSEMBLE, FaceResult
-from ..settings import AnalysisSettings
+from ..results import ENSEMBLE, AnalysisResult
 
 BAND_GRID = tuple(round(0.01 * step, 2) for step in range(0, 21))
 
 
-def redecide(report: Mapping, band: float, model: str = ENSEMBLE) -> str:
-    """The label a stored report's clip gets at another band (NO_FACE stays NO_FACE)."""
-    settings = dataclasses.replace(AnalysisSettings.from_dict(report["settings"]), band=band)
-    faces = [FaceResult(**{**f, "box": tuple(f["box"])}) for f in report["faces"]]
-    return video_verdicts(faces, list(report["models"]), settings)[model].label
+def redecide(result: AnalysisResult, band: float, model: str = ENSEMBLE) -> str:
+    """The label an analysed clip gets at another band (NO_FACE stays NO_FACE)."""
+    settings = dataclasses.replace(result.settings, band=band)
+    return video_verdicts(result.faces, result.models, settings)[model].label
 
 
 def count_calls(labelled: Sequence[tuple[int, str]]) -> dict:
@@ -41,12 +39,14 @@ def count_calls(labelled: Sequence[tuple[int, str]]) -> dict:
 
 def band_table(reports: Mapping[str, Sequence[tuple[int, Mapping]]],
                bands: Sequence[float] = BAND_GRID, model: str = ENSEMBLE) -> list[dict]:
-    """Per band: the calls on each set (a transform's name -> (label, report) per clip), and
-    their sum."""
+    """Per band: the calls on each set (a transform's name -> (label, stored report) per clip),
+    and their sum."""
+    analysed = {name: [(y, AnalysisResult.from_dict(report)) for y, report in rows]
+                for name, rows in reports.items()}
     table = []
     for band in bands:
-        sets = {name: count_calls([(y, redecide(report, band, model)) for y, report in rows])
-                for name, rows in reports.items()}
+        sets = {name: count_calls([(y, redecide(result, band, model)) for y, result in rows])
+                for name, rows in analysed.items()}
         pooled = {key: sum(s[key] for s in sets.values()) for key in next(iter(sets.values()))}
         table.append({"band": float(band), "sets": sets, "pooled": pooled})
     return table
