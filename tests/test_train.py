@@ -439,3 +439,66 @@ def test_init_starts_from_a_trained_models_weights(budget_run, faces_dir, tmp_pa
                      "--epochs", "1", "--init", str(trained)])
     assert code == 2
     assert "different architecture" in capsys.readouterr().err
+
+
+# --- a teacher's P(fake) computed once ---------------------------------------------------------
+
+def test_cached_teacher_p_is_mixed_into_the_target_except_on_self_blended_fakes(faces_dir):
+    from core.training.train import _py_dataset_class
+
+    faces = load_faces(read_index(faces_dir), 80)
+    faces.soft = np.full(len(faces), 0.2, dtype=np.float32)
+    seen = {}
+    for sbi in (0.0, 1.0):
+        batches = _py_dataset_class()(faces, 48, len(faces), sbi_fraction=sbi, augmentation=None,
+                                      class_weight=None, seed=0, workers=1, soft_weight=0.5)
+        _, target = batches[0]
+        labels = faces.labels[batches._order[:len(faces)]]
+        seen[sbi] = {label: set(np.round(target[labels == label].astype(float), 4).tolist())
+                     for label in (0, 1)}
+    # Fakes: 0.5 * 0.2 + 0.5 * 1; reals left real: 0.5 * 0.2; reals made SBI fakes: 1.
+    assert seen == {0.0: {0: {0.1}, 1: {0.6}}, 1.0: {0: {1.0}, 1: {0.6}}}
+
+
+def test_teacher_cache_scores_each_face_once_continues_and_trains_a_student(
+        faces_dir, teacher_path, tmp_path, capsys):
+    from core.training.teacher_cache import read_teacher_cache
+
+    cache = tmp_path / "teacher.csv"
+    args = ["teacher-cache", str(faces_dir), "--teacher", str(teacher_path), "--out", str(cache),
+            "--no-progress"]
+    assert cli.main([*args, "--limit", "5"]) == 0
+    header, scores = read_teacher_cache(cache)
+    assert len(scores) == 5 and header["teacher"] == "teacher"
+    np.testing.assert_allclose(list(scores.values()), 0.8, atol=1e-4)
+    assert cli.main(args) == 0                  # continues: the 3 train faces left
+    assert "8 of 8 train faces scored by teacher" in capsys.readouterr().out
+    assert len(read_teacher_cache(cache)[1]) == 8
+    assert len(cache.read_text().splitlines()) == 9      # a header and each face once
+
+    out = tmp_path / "student.keras"
+    code = cli.main(["train", *TINY, "--faces", str(faces_dir), "--out", str(out),
+                     "--run-dir", str(tmp_path / "run"), "--epochs", "1",
+                     "--teacher-cache", str(cache), "--distill-weight", "0.7"])
+    assert code == 0
+    distillation = json.loads(out.with_suffix(".json").read_text())["training"]["distillation"]
+    assert distillation["teacher"] == "teacher" and distillation["weight"] == 0.7
+    assert distillation["faces_with_teacher_p"] == 8 and distillation["train_faces"] == 8
+    from core.models.model_store import file_sha256
+    assert distillation["cache_sha256"] == file_sha256(cache)
+
+
+def test_a_teacher_cache_must_match_the_run(faces_dir, teacher_path, tmp_path, capsys):
+    cache = tmp_path / "teacher.csv"
+    assert cli.main(["teacher-cache", str(faces_dir), "--teacher", str(teacher_path), "--out",
+                     str(cache), "--framing", "0.6", "--no-progress"]) == 0
+    code = cli.main(["train", *TINY, "--faces", str(faces_dir), "--out", str(tmp_path / "s.keras"),
+                     "--run-dir", str(tmp_path / "run"), "--teacher-cache", str(cache)])
+    assert code == 2 and "framing 0.6" in capsys.readouterr().err
+    code = cli.main(["teacher-cache", str(faces_dir), "--teacher", str(teacher_path), "--out",
+                     str(cache), "--no-progress"])        # the same file at another framing
+    assert code == 2 and "choose another --out" in capsys.readouterr().err
+    code = cli.main(["train", *TINY, "--faces", str(faces_dir), "--out", str(tmp_path / "s.keras"),
+                     "--run-dir", str(tmp_path / "run2"), "--teacher-cache", str(cache),
+                     "--teacher", str(teacher_path)])
+    assert code == 2 and "not both" in capsys.readouterr().err

