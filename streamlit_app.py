@@ -9,6 +9,7 @@ import streamlit as st
 from app import cache as app_cache
 from app import entry as app_entry
 from app import state as app_state
+from app import views as app_views
 from core.verdicts.ensemble import weights_text
 from core.settings import AnalysisSettings
 from core.verdicts.views import VIEW_NAMES, VIEW_TEXT, parse_views
@@ -34,27 +35,55 @@ RULE_HELP = {
 }
 defaults = AnalysisSettings()
 
+# The widgets sit in a popover: its content is drawn in the browser only when opened, so a
+# newcomer's page does not wait for the slider, multiselect, radio and selectbox code (about
+# 0.5 s of the Analyze page's 2 s load here); the summary above it says what will run.
 with st.sidebar:
     st.header("Settings")
+    summary = st.container()
     available = list(app_cache.list_models())
     fitted = app_cache.fitted_ensemble()
     selected: list[str] = []
     ensemble_mode = "mean"
-    if available:
-        if fitted is not None:
-            ensemble_mode = st.radio(
-                "Ensemble", ["fitted", "mean"], key="sidebar_ensemble", horizontal=True,
-                format_func={"fitted": "fitted weights", "mean": "plain mean"}.get,
-                help="fitted: weights chosen on the validation split (models/ensemble.json); "
-                     "plain mean: every chosen model counts the same.")
-        else:
-            st.caption("Ensemble: the plain mean of the chosen models (this zoo has no fitted "
-                       "weights).")
-        default = (fitted.members if ensemble_mode == "fitted" and fitted is not None
-                   else available)
-        selected = st.multiselect("Models", available, default=default, key="sidebar_models",
-                                  help="The models that run; the ensemble combines them.")
-        if ensemble_mode == "fitted" and fitted is not None:
+    with st.popover("Change settings", icon=":material/tune:", width="stretch"):
+        if available:
+            if fitted is not None:
+                ensemble_mode = st.radio(
+                    "Ensemble", ["fitted", "mean"], key="sidebar_ensemble", horizontal=True,
+                    format_func={"fitted": "fitted weights", "mean": "plain mean"}.get,
+                    help="fitted: weights chosen on the validation split (models/ensemble.json); "
+                         "plain mean: every chosen model counts the same.")
+            default = (fitted.members if ensemble_mode == "fitted" and fitted is not None
+                       else available)
+            selected = st.multiselect("Models", available, default=default, key="sidebar_models",
+                                      help="The models that run; the ensemble combines them.")
+        frames = st.slider("Frames to sample", 4, 96, defaults.frames, step=4,
+                           key="sidebar_frames", help="Evenly spaced over the whole clip.")
+        rule = st.selectbox("Aggregation rule", RULES, index=RULES.index(defaults.rule),
+                            key="sidebar_rule", format_func=lambda r: r.replace("_", " "),
+                            help="; ".join(f"{r}: {text}" for r, text in RULE_HELP.items()))
+        band = st.slider("Uncertain band around 0.5", 0.0, 0.3, defaults.band, step=0.01,
+                         key="sidebar_band",
+                         help="Scores within this distance of 0.5 are UNCERTAIN.")
+        views = st.multiselect("Also score each face as", list(VIEW_NAMES),
+                               default=list(parse_views(defaults.views)), key="sidebar_views",
+                               format_func=lambda v: VIEW_TEXT[v],
+                               help="A face's P(fake) is the mean over its views; when they lead "
+                                    "to different verdicts, the verdict is UNCERTAIN and says why.")
+        with st.expander("Face detector"):
+            min_confidence = st.slider("Minimum face confidence", 0.50, 0.99,
+                                       defaults.min_confidence, step=0.01,
+                                       key="sidebar_min_confidence")
+            detect_long_side = st.select_slider("Detection image long side (px)",
+                                                [320, 480, 640, 960, 1280],
+                                                defaults.detect_long_side,
+                                                key="sidebar_detect_long_side")
+            min_face_size = st.slider("Smallest face (px)", 20, 160, defaults.min_face_size,
+                                      step=4, key="sidebar_min_face_size")
+    with summary:
+        if not available:
+            st.warning("No models in the zoo. Import one on the Models page.")
+        elif ensemble_mode == "fitted" and fitted is not None:
             missing = [m for m in fitted.members if m not in selected]
             if missing:
                 st.warning(f"The fitted ensemble needs {', '.join(missing)}; without it the "
@@ -63,28 +92,12 @@ with st.sidebar:
                 st.caption("Counts in the verdict: " + weights_text(fitted.weights)
                            + (f"; {len(selected) - len(fitted.members)} other model(s) run for "
                               "comparison only" if len(selected) > len(fitted.members) else ""))
-    else:
-        st.warning("No models in the zoo. Import one on the Models page.")
-    frames = st.slider("Frames to sample", 4, 96, defaults.frames, step=4, key="sidebar_frames",
-                       help="Evenly spaced over the whole clip.")
-    rule = st.selectbox("Aggregation rule", RULES, index=RULES.index(defaults.rule),
-                        key="sidebar_rule", format_func=lambda r: r.replace("_", " "),
-                        help="; ".join(f"{r}: {text}" for r, text in RULE_HELP.items()))
-    band = st.slider("Uncertain band around 0.5", 0.0, 0.3, defaults.band, step=0.01,
-                     key="sidebar_band", help="Scores within this distance of 0.5 are UNCERTAIN.")
-    views = st.multiselect("Also score each face as", list(VIEW_NAMES),
-                           default=list(parse_views(defaults.views)), key="sidebar_views",
-                           format_func=lambda v: VIEW_TEXT[v],
-                           help="A face's P(fake) is the mean over its views; when they lead to "
-                                "different verdicts, the verdict is UNCERTAIN and says why.")
-    with st.expander("Face detector"):
-        min_confidence = st.slider("Minimum face confidence", 0.50, 0.99, defaults.min_confidence,
-                                   step=0.01, key="sidebar_min_confidence")
-        detect_long_side = st.select_slider("Detection image long side (px)",
-                                            [320, 480, 640, 960, 1280], defaults.detect_long_side,
-                                            key="sidebar_detect_long_side")
-        min_face_size = st.slider("Smallest face (px)", 20, 160, defaults.min_face_size, step=4,
-                                  key="sidebar_min_face_size")
+        else:
+            st.caption("Ensemble: the plain mean of the chosen models"
+                       + ("" if fitted is not None else " (this zoo has no fitted weights)") + ".")
+        if available:
+            st.caption("Models: " + (", ".join(selected) or "none chosen"))
+        st.caption(app_views.settings_text(frames, rule, band, views))
 
 st.session_state[app_state.SETTINGS_KEY] = AnalysisSettings(
     frames=frames, rule=rule, band=band, min_confidence=min_confidence,

@@ -126,6 +126,23 @@ def test_sidebar_settings_reach_the_analysis(analysed):
     assert len(result.models) == 5
 
 
+def test_the_sidebar_says_what_will_run_and_keeps_its_widgets_in_a_popover(analysed):
+    """The widgets are drawn in the browser only when the popover opens (a lighter first page);
+    the sidebar itself says which models and settings the next analysis uses."""
+    popovers = [block for block in analysed.sidebar.children.values()
+                if getattr(block, "type", None) == "popover"]
+    assert len(popovers) == 1
+    inside = {w.key for kind in ("slider", "selectbox", "multiselect", "select_slider")
+              for w in getattr(popovers[0], kind)}
+    assert {"sidebar_frames", "sidebar_band", "sidebar_rule", "sidebar_models", "sidebar_views",
+            "sidebar_min_confidence", "sidebar_detect_long_side"} <= inside
+    captions = " ".join(c.value for c in analysed.sidebar.caption)
+    settings = analysed.session_state[app_state.SETTINGS_KEY]
+    assert f"{FRAMES} frames, {settings.rule.replace('_', ' ')} rule" in captions
+    assert f"UNCERTAIN within {settings.band:.2f} of 0.5" in captions
+    assert "Models: " + ", ".join(current(analysed).result.models) in captions
+
+
 def test_analyze_shows_verdict_card_timeline_video_and_downloads(analysed):
     result = current(analysed).result
     [card] = card_markdown(analysed)
