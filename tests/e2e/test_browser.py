@@ -126,6 +126,20 @@ def test_the_toolbar_has_its_menu_but_no_deploy_button(new_page):
     assert page.get_by_test_id("stAppDeployButton").count() == 0
 
 
+def test_the_settings_popover_draws_its_widgets_on_opening_and_a_change_reaches_the_sidebar(
+        new_page):
+    page = new_page()
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("32 frames, confident rule").wait_for()
+    frames = page.get_by_role("slider", name="Frames to sample")
+    assert frames.count() == 0                 # not drawn until the popover opens
+    sidebar.get_by_role("button", name=re.compile("Change settings")).click()
+    frames.wait_for()
+    frames.focus()
+    frames.press("ArrowRight")                 # one step: 32 -> 36
+    sidebar.get_by_text("36 frames, confident rule").wait_for()
+
+
 def test_a_corrupt_upload_shows_its_message_and_a_good_one_then_works(new_page, clips):
     page = new_page()
     upload(page, clips["truncated"])
