@@ -9,12 +9,18 @@ keypoints in crop pixels (NaN where unknown) and `pipeline_framing`: True for cr
 inference cuts them (square_crop at the index's margin), False for crops of foreign framing.
 
 A keypoints file (`python -m core landmarks`) beside a foreign CSV, `<csv stem>.keypoints.csv`,
-adds MTCNN keypoints to its rows, so self-blended fakes can be made from them too."""
+adds MTCNN keypoints to its rows, so self-blended fakes can be made from them too.
+
+`load_face` reads one row's crop as the trainer (and a teacher cache) sees it: a pipeline crop cut
+to the model's framing, a foreign crop whole."""
 from __future__ import annotations
 
 import csv
 import math
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 from ..faces.detector import KEYPOINT_NAMES
 from ..models.model_store import file_sha256
@@ -119,3 +125,38 @@ def describe_indexes(sources) -> list[dict]:
             entry["keypoints"] = {"file": str(points.resolve()), "sha256": file_sha256(points)}
         described.append(entry)
     return described
+
+
+def row_keypoints(row: dict) -> np.ndarray:
+    return np.array([[row.get(f"{n}_x", math.nan), row.get(f"{n}_y", math.nan)]
+                     for n in KEYPOINT_NAMES], dtype=np.float64)
+
+
+def framing_window(side: int, framing: float) -> tuple[int, int]:
+    """(offset, side) of the central `framing` share of a square crop of this side."""
+    keep = max(1, int(round(side * framing)))
+    return (side - keep) // 2, keep
+
+
+def load_face(row: dict, work_side: int, framing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(crop, keypoints): one face read from its file, a pipeline crop cut to its central
+    `framing` share (what the exported model's first layer does), shrunk to `work_side` when
+    larger (the training crop never needs more pixels than that), keypoints moved alike.
+    Rows of foreign framing are taken whole: they are cut at that framing already."""
+    image = cv2.imread(row["file"], cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot read face image {row['file']}; extract again")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.shape[0] != image.shape[1]:
+        raise ValueError(f"face image {row['file']} is not square")
+    points = row_keypoints(row)
+    if framing < 1.0 and row.get("pipeline_framing", True):
+        offset, keep = framing_window(image.shape[0], framing)
+        image = image[offset:offset + keep, offset:offset + keep]
+        points = points - offset
+    side = image.shape[0]
+    if side > work_side:
+        scale = work_side / side
+        image = cv2.resize(image, (work_side, work_side), interpolation=cv2.INTER_AREA)
+        points = (points + 0.5) * scale - 0.5
+    return np.ascontiguousarray(image), points

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .faceindex import read_face_indexes, describe_indexes
+from .faceindex import describe_indexes, load_face, read_face_indexes
 
 BATCH = 128
 COLUMNS = ["file", "teacher_p"]
@@ -55,7 +55,6 @@ def read_teacher_cache(cache: str | Path) -> tuple[dict, dict[str, float]]:
 def _teacher_inputs(rows: list[dict], size: int, window: tuple[int, int], framing: float
                     ) -> np.ndarray:
     from .crop_metrics import model_input
-    from .train import load_face
 
     return np.stack([model_input(load_face(row, window[1], framing)[0], size, window)
                      for row in rows])

@@ -29,15 +29,16 @@ from .. import atomic
 from ..verdicts.calibration import LOG_LOSS_CLIP
 from .augment import AUGMENT_PRESETS, AugmentSettings, augment
 from .distill import FEATURE_OUTPUT, classifier_of, load_teacher, with_feature_output
-from .faceindex import describe_indexes, read_face_indexes
+from .faceindex import (describe_indexes, framing_window, load_face,
+                        read_face_indexes, row_keypoints)
 from .sbi import self_blend
+from .teacher_cache import read_teacher_cache
 
 STREAM_ABOVE = 20_000        # train faces held in memory up to this many, else decoded per batch
 PROGRESS_EVERY_S = 60.0      # a progress line this often when there is no progress bar
 MIN_ZOOM = 0.90              # training crops keep 90..100 % of the saved crop: the face stays centred
 MAX_SHIFT = 0.03             # and moves by at most 3 % of the crop side
 COSINE_FLOOR = 0.05          # the cosine schedule ends at this share of the initial rate
-_KEYPOINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
 @dataclass
@@ -183,41 +184,6 @@ def split_rows(rows: list[dict], val_fraction: float = 0.2) -> tuple[list[dict],
     return train, val, f"by group hash, {val_fraction:.0%} val (the index has no val rows)"
 
 
-def _row_keypoints(row: dict) -> np.ndarray:
-    return np.array([[row.get(f"{n}_x", math.nan), row.get(f"{n}_y", math.nan)]
-                     for n in _KEYPOINT_NAMES], dtype=np.float64)
-
-
-def framing_window(side: int, framing: float) -> tuple[int, int]:
-    """(offset, side) of the central `framing` share of a square crop of this side."""
-    keep = max(1, int(round(side * framing)))
-    return (side - keep) // 2, keep
-
-
-def load_face(row: dict, work_side: int, framing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(crop, keypoints): one face read from its file, a pipeline crop cut to its central
-    `framing` share (what the exported model's first layer does), shrunk to `work_side` when
-    larger (the training crop never needs more pixels than that), keypoints moved alike.
-    Rows of foreign framing are taken whole: they are cut at that framing already."""
-    image = cv2.imread(row["file"], cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read face image {row['file']}; extract again")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.shape[0] != image.shape[1]:
-        raise ValueError(f"face image {row['file']} is not square")
-    points = _row_keypoints(row)
-    if framing < 1.0 and row.get("pipeline_framing", True):
-        offset, keep = framing_window(image.shape[0], framing)
-        image = image[offset:offset + keep, offset:offset + keep]
-        points = points - offset
-    side = image.shape[0]
-    if side > work_side:
-        scale = work_side / side
-        image = cv2.resize(image, (work_side, work_side), interpolation=cv2.INTER_AREA)
-        points = (points + 0.5) * scale - 0.5
-    return np.ascontiguousarray(image), points
-
-
 class FaceFiles:
     """The crops of a face set, decoded from their files when a batch asks for them: 95,000
     faces would not fit in memory, and a JPEG or PNG decodes faster than a step trains."""
@@ -256,7 +222,7 @@ def load_faces(rows: list[dict], work_side: int, threads: int = 2, *, framing: f
 def _framed_keypoints(row: dict, work_side: int, framing: float) -> np.ndarray:
     """load_face's keypoints without decoding the image: the side comes from the row (the
     extract's crop_size) or, for foreign crops, from the file's header."""
-    points = _row_keypoints(row)
+    points = row_keypoints(row)
     if not np.all(np.isfinite(points)):
         return points
     side = _crop_side(row)
@@ -912,7 +878,6 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
 def _cached_teacher(config: TrainConfig, rows: list[dict]) -> dict:
     """The train rows the cache scored, their cached P(fake), and the card's record of it."""
     from ..models.model_store import file_sha256
-    from .teacher_cache import read_teacher_cache
 
     header, scores = read_teacher_cache(config.teacher_cache)
     if abs(float(header.get("framing", 1.0)) - config.framing) > 1e-9:
