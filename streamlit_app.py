@@ -80,6 +80,9 @@ with st.sidebar:
                                                 key="sidebar_detect_long_side")
             min_face_size = st.slider("Smallest face (px)", 20, 160, defaults.min_face_size,
                                       step=4, key="sidebar_min_face_size")
+    settings = AnalysisSettings(
+        frames=frames, rule=rule, band=band, min_confidence=min_confidence,
+        detect_long_side=detect_long_side, min_face_size=min_face_size, views=",".join(views))
     with summary:
         if not available:
             st.warning("No models in the zoo. Import one on the Models page.")
@@ -97,11 +100,9 @@ with st.sidebar:
                        + ("" if fitted is not None else " (this zoo has no fitted weights)") + ".")
         if available:
             st.caption("Models: " + (", ".join(selected) or "none chosen"))
-        st.caption(app_views.settings_text(frames, rule, band, views))
+        st.caption(app_views.settings_text(settings))
 
-st.session_state[app_state.SETTINGS_KEY] = AnalysisSettings(
-    frames=frames, rule=rule, band=band, min_confidence=min_confidence,
-    detect_long_side=detect_long_side, min_face_size=min_face_size, views=",".join(views))
+st.session_state[app_state.SETTINGS_KEY] = settings
 st.session_state[app_state.MODELS_KEY] = list(selected)
 st.session_state[app_state.ENSEMBLE_KEY] = ensemble_mode
 

@@ -14,7 +14,8 @@ from sklearn.metrics import confusion_matrix, roc_curve
 
 from core.models.model_store import ModelCard
 from core.results import ENSEMBLE, NO_FACE, AnalysisResult
-from core.verdicts.views import VIEW_TEXT
+from core.settings import AnalysisSettings
+from core.verdicts.views import VIEW_TEXT, parse_views
 from core.verdicts.ensemble import weights_text
 from core.verdicts.verdict import label_for
 
@@ -268,12 +269,13 @@ STAGE_TEXT = {"load": "Loading the face detector and the models",
               "annotate": "Drawing the annotated copy"}
 
 
-def settings_text(frames: int, rule: str, band: float, views) -> str:
+def settings_text(settings: AnalysisSettings) -> str:
     """The sidebar's one line for the analysis settings behind its popover."""
+    views = parse_views(settings.views)
     seen = (f"faces also scored as {' and '.join(VIEW_TEXT[v] for v in views)}" if views
             else "faces scored only as found")
-    return (f"{frames} frames, {rule.replace('_', ' ')} rule, UNCERTAIN within {band:.2f} of "
-            f"0.5; {seen}.")
+    return (f"{settings.frames} frames, {settings.rule.replace('_', ' ')} rule, UNCERTAIN "
+            f"within {settings.band:.2f} of 0.5; {seen}.")
 
 
 def queue_text(place: int) -> str:
