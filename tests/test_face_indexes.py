@@ -280,3 +280,58 @@ def test_train_on_a_mixture_and_evaluate_the_crops(pipeline_faces, foreign_index
     assert cli.main(["evaluate-crops", str(foreign_index), "--models-dir", str(out.parent),
                      "--split", "all"]) == 0
     assert "| ensemble (mixed × 1.00) |" in capsys.readouterr().out
+
+
+def test_packed_faces_read_as_the_trainer_reads_the_originals(pipeline_faces, foreign_index,
+                                                             tmp_path):
+    """scripts/pack_faces.py (faces for a lent GPU's small carry): the pipeline's crops stored
+    already framed and shrunk, the foreign crops byte for byte, every row's label, video, group,
+    split and dataset kept, and each video's faces in one part."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "packed"
+    done = subprocess.run([sys.executable, str(repo / "scripts" / "pack_faces.py"), str(out),
+                           "--faces", str(pipeline_faces), str(foreign_index), "--framing", "0.58",
+                           "--side", "40", "--foreign-train-per-label", "2",
+                           "--foreign-val-per-label", "1", "--parts", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    parts = sorted(out.glob("part*"))
+    assert len(parts) == 2
+    packed = read_face_indexes(parts)
+    originals = {r["video_id"]: [] for r in read_face_indexes([pipeline_faces, foreign_index])}
+    for row in read_face_indexes([pipeline_faces, foreign_index]):
+        originals[row["video_id"]].append(row)
+    foreign = [r for r in packed if r["dataset"] == "DFDC"]
+    # 2 train crops of each label and 1 val crop of each: the fixture holds 3 and 1 of each
+    assert sorted((r["split"], r["label"]) for r in foreign) == \
+        [("train", 0), ("train", 0), ("train", 1), ("train", 1), ("val", 0), ("val", 1)]
+    mine = [r for r in packed if r["dataset"] == "FF++"]
+    assert len(mine) == 12 and not any(r["pipeline_framing"] for r in packed)
+    for row in packed:
+        source = originals[row["video_id"]]
+        assert {(s["label"], s["group"], s["split"]) for s in source} == \
+            {(row["label"], row["group"], row["split"])}
+        assert sum(row["video_id"] in {r["video_id"] for r in read_face_index(p)}
+                   for p in parts) == 1
+    for row in foreign:
+        original = source_row = originals[row["video_id"]][0]
+        assert Path(row["file"]).read_bytes() == Path(original["file"]).read_bytes()
+        assert np.array_equal(np.isnan(row_points(row)), np.isnan(row_points(source_row)))
+    # A packed pipeline face is what load_face makes of the original at that framing and side.
+    for row in mine:
+        name = Path(row["file"]).name.split("__", 1)[1].rsplit(".", 1)[0]
+        original = next(s for s in originals[row["video_id"]] if Path(s["file"]).stem == name)
+        want, want_points = load_face(original, 40, 0.58)
+        got, got_points = load_face(row, 40, 0.58)
+        assert got.shape == want.shape == (40, 40, 3)
+        assert np.abs(got.astype(int) - want.astype(int)).mean() < 3      # JPEG at quality 95
+        assert np.allclose(got_points, want_points, atol=0.01)
+
+
+def row_points(row) -> np.ndarray:
+    return np.array([row[k] for k in row if k.endswith(("_x", "_y"))
+                     and k.split("_")[0] in ("left", "right", "nose", "mouth")], dtype=float)
