@@ -29,19 +29,24 @@ class AnalystActor:
 
         limit_threads(threads or os.cpu_count() or 1)
         self.analyst = Analyst(models_dir)
-        self.progress: tuple[str, float] | None = None
+        self.stages: list[tuple[str, float]] = []
 
     def pid(self) -> int:
         return os.getpid()
 
-    def state(self) -> tuple[str, float] | None:
-        return self.progress
+    def state(self, since: int = 0) -> list[tuple[str, float]]:
+        """Each stage of the analysis under way from the `since`-th on, with its latest fraction:
+        a stage shorter than a poll is still seen."""
+        return self.stages[since:]
 
     def answer(self, header: dict, blobs: list[bytes]):
-        self.progress = None
+        self.stages = []
 
         def progress(stage: str, fraction: float) -> None:
-            self.progress = (stage, fraction)
+            if self.stages and self.stages[-1][0] == stage:
+                self.stages[-1] = (stage, fraction)
+            else:
+                self.stages.append((stage, fraction))
 
         try:
             return self.analyst.answer(header, blobs, progress)
@@ -86,14 +91,13 @@ class RayWorkers(Workers):
         try:
             first = actor not in self._pids
             result = actor.answer.remote(header, blobs)
-            shown = None
+            shown: list[tuple[str, float]] = []
             while True:
                 done, _ = ray.wait([result], timeout=POLL_SECONDS)
-                if done:
-                    return ray.get(result)
                 allowed = STARTUP_SECONDS if first else self.timeout
+                since = max(len(shown) - 1, 0)      # the last stage shown may have moved on
                 try:
-                    state = ray.get(actor.state.remote(), timeout=allowed)
+                    stages = ray.get(actor.state.remote(since), timeout=allowed)
                     if first:
                         self._pids[actor] = ray.get(actor.pid.remote(), timeout=allowed)
                         first = False
@@ -102,9 +106,15 @@ class RayWorkers(Workers):
                     raise WorkerTimeoutError(
                         f"the Ray analysis worker stopped answering for {allowed:.0f} s while "
                         f"{what}; a fresh worker has been started: {again}") from None
-                if state is not None and state != shown and progress is not None:
-                    progress(*state)
-                    shown = state
+                for index, stage in enumerate(stages, start=since):
+                    if index < len(shown) and shown[index] == stage:
+                        continue
+                    del shown[index:]
+                    shown.append(stage)
+                    if progress is not None:
+                        progress(*stage)
+                if done:                # asked after the answer, so the last stages are relayed too
+                    return ray.get(result)
         except ray.exceptions.RayError as error:
             actor = self._replace(actor)
             raise WorkerLostError(

@@ -376,7 +376,8 @@ def test_analyses_run_on_a_ray_cluster_and_survive_a_killed_actor(ray_head, medi
         local = in_process(media["clip"], tiny_resnet_dir).result
         assert entry.result.verdict.label == local.verdict.label
         assert len(entry.result.faces) == len(local.faces) and entry.annotated_mp4
-        assert "detect" in stages
+        # Every stage is relayed, however short beside the poll (it was missed on a busy machine).
+        assert list(dict.fromkeys(stages)) == ["load", "detect", "classify", "annotate"]
         [before] = pool.pids()
         assert before != os.getpid()
 
