@@ -179,6 +179,12 @@ def test_record_eval_table_and_quality_gate(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| tiny_vgg16 | vgg16 | block2_pool | 64 |" in table and "| 0.800 [" in table
     assert "| 1/5 | 1/2 |" in table
+    # A run on a GPU says so beside its wall time, which is not this CPU's.
+    card["training"]["wall_seconds"] = 300
+    card["training"]["machine"] = {"keras_backend": "torch", "accelerator": "NVIDIA H200"}
+    (tmp_path / "tiny_vgg16.json").write_text(json.dumps(card))
+    assert main(["models", "table", "--models-dir", str(tmp_path)]) == 0
+    assert "| 5 min (GPU) |" in capsys.readouterr().out
     # Within the tolerance passes; more than 0.02 below the recorded ensemble AUC fails.
     results["models"]["ensemble"]["auc"] = 0.885
     path.write_text(json.dumps(results))

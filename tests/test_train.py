@@ -64,6 +64,8 @@ def test_budget_stop_still_writes_a_loadable_calibrated_model(budget_run, faces_
     assert training["recipe"]["batch"] == 8 and training["recipe"]["augmentation"]["flip"] == 0.5
     assert training["recipe"]["class_weights"] is not None
     assert training["recipe"]["mixed_precision"] == "float32"
+    assert training["machine"]["keras_backend"] == "tensorflow"
+    assert training["machine"]["accelerator"] == "cpu" and training["machine"]["cpus"] >= 1
     assert set(card["metrics"]) == {"val_face_auc", "val_video_auc", "val_video_log_loss",
                                     "val_video_accuracy"}
     assert 0 < card["threshold"] < 1 and card["temperature"] > 0

@@ -221,10 +221,12 @@ def zoo_markdown(models_dir: str | Path = DEFAULT_MODELS_DIR) -> str:
     cards = available_models(models_dir)
     for name, card in cards.items():
         minutes = card.training.get("wall_seconds")
+        accelerator = (card.training.get("machine") or {}).get("accelerator", "cpu")
         rows.append(
             f"| {name} | {card.backbone} | {card.depth} | {card.input_size} | "
             f"{card.params / 1e6:.2f} M | {card.size_bytes / 2**20:.1f} MB | "
-            f"{'n/a' if minutes is None else f'{minutes / 60:.0f} min'} | "
+            f"{'n/a' if minutes is None else f'{minutes / 60:.0f} min'}"
+            f"{'' if accelerator == 'cpu' or minutes is None else ' (GPU)'} | "
             f"{card.temperature:.2f} | {measured(card.metrics)}")
     fitted = fitted_ensemble(models_dir, cards)
     if fitted is not None:

@@ -675,6 +675,34 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
     return [EpochEnd()]
 
 
+def machine_description() -> dict:
+    """Where the run trained: its wall time means little without it."""
+    import os
+
+    import keras
+
+    backend, accelerator = keras.backend.backend(), "cpu"
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            accelerator = torch.cuda.get_device_name(0)
+    elif backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "cpu":
+            accelerator = device.device_kind
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            accelerator = tf.config.experimental.get_device_details(gpus[0]).get(
+                "device_name", gpus[0].name)
+    return {"keras_backend": backend, "accelerator": accelerator, "cpus": os.cpu_count()}
+
+
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
     """Train (or resume) and write config.out with its card; returns the ModelCard."""
     from ..models.backbones import get_spec, imagenet_weights_path
@@ -866,6 +894,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
         "distillation": (teacher.describe() if teacher is not None else cached_teacher),
         "started_from": started_from,
         "wall_seconds": round(wall, 1),
+        "machine": machine_description(),
     }
     card = save_model(model, config.out, threshold=calibration.threshold,
                       temperature=calibration.temperature, metrics=metrics, training=training)
