@@ -16,8 +16,8 @@ from core.evaluation.metrics import clean, verdict_metrics
 from core.results import ENSEMBLE
 from core.robustness import bench
 from core.robustness.band import BAND_GRID, choose_band, format_band_table
-from core.robustness.bench import (UNTOUCHED, content_key, format_results, run_benchmark,
-                                   score_change, selection_key, transformed_clip)
+from core.robustness.bench import (UNTOUCHED, content_key, format_results, markdown_table,
+                                   run_benchmark, score_change, selection_key, transformed_clip)
 from core.robustness.transforms import (CUT, MAX_FRAMES, TRANSFORMS, TRANSFORMS_VERSION, Encode,
                                         apply, brightness_contrast, output_size, suffix)
 from tests import fixtures
@@ -325,6 +325,9 @@ def test_format_results_by_hand():
     # AUC: reals 0.6, 0.4 against fakes 0.3, 0.95: 2 of 4 pairs. |ΔP| 0.4, 0.05, 0.4, 0.15.
     assert crf36 == ["crf36", "0.500", "1/2", "1/2", "0.250", "0.225", "2",
                      "H.264", "CRF", "36", "(blocky)"]
+    table = markdown_table(results, "m").splitlines()
+    assert table[0] == "m, band 0.1:" and table[2].startswith("| transform | AUC |")
+    assert table[5] == "| crf36: H.264 CRF 36 (blocky) | 0.500 | 1/2 | 1/2 | 0.250 | 0.225 | 2 |"
 
 
 def _band_row(band: float, **sets) -> dict:

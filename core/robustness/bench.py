@@ -203,8 +203,10 @@ def format_results(results: dict, model: str = ENSEMBLE) -> str:
 
 
 def markdown_table(results: dict, model: str = ENSEMBLE) -> str:
-    """The per-transform table of one model as markdown, for models/README.md."""
-    rows = ["| transform | AUC | real called FAKE | fake called REAL | mean abs. change of "
+    """The per-transform table of one model as markdown, for models/README.md, under a line naming
+    the model (several are printed one after another)."""
+    rows = [f"{model}, band {results['band']:g}:", "",
+            "| transform | AUC | real called FAKE | fake called REAL | mean abs. change of "
             "P(fake), all clips | the same, real clips | verdicts changed |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, description, cells in _rows(results, model):
