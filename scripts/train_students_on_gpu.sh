@@ -23,12 +23,12 @@ for fam in resnet50 vgg16 inceptionv3 inceptionresnetv2; do
   set -- ${CUT[$fam]}
   mkdir -p /tmp/outs/$fam
   # A: the recipe of the CPU students (lr 5e-4); B: a gentler one (lr 2e-4, fewer epochs).
-  python3 -m core train --backbone $fam --depth $1 --input-size $2 --init /tmp/init/$3.keras $COMMON \
-    --lr 5e-4 --epochs 12 --run-dir /tmp/runs/${fam}_A --out /tmp/outs/$fam/${fam}_$1_gpuA.keras \
-    > /tmp/runs/${fam}_A.log 2>&1 &
-  python3 -m core train --backbone $fam --depth $1 --input-size $2 --init /tmp/init/$3.keras $COMMON \
-    --lr 2e-4 --epochs 8 --run-dir /tmp/runs/${fam}_B --out /tmp/outs/$fam/${fam}_$1_gpuB.keras \
-    > /tmp/runs/${fam}_B.log 2>&1 &
+  for recipe in "A 5e-4 12" "B 2e-4 8"; do
+    read -r name lr epochs <<< "$recipe"
+    python3 -m core train --backbone $fam --depth $1 --input-size $2 --init /tmp/init/$3.keras \
+      $COMMON --lr $lr --epochs $epochs --run-dir /tmp/runs/${fam}_$name \
+      --out /tmp/outs/$fam/${fam}_$1_gpu$name.keras > /tmp/runs/${fam}_$name.log 2>&1 &
+  done
 done
 sleep 75; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv; uptime
 wait

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -677,8 +678,6 @@ def _callbacks(config: TrainConfig, state: dict, run_dir: Path, val: FaceSet, va
 
 def machine_description() -> dict:
     """Where the run trained: its wall time means little without it."""
-    import os
-
     import keras
 
     backend, accelerator = keras.backend.backend(), "cpu"
