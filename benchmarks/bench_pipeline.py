@@ -179,6 +179,9 @@ def main() -> None:
                         help="model for the one-model verdict (default: the ResNet50 one, else the first)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is kept")
     parser.add_argument("--long-video", action="store_true", help="memory on a generated 1-hour clip")
+    parser.add_argument("--baseline-dir", type=Path, default=None,
+                        help="also time this folder's default verdict, interleaved with the "
+                             "default's runs (a model change against the one it replaces)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,7 +225,17 @@ def run(args, models_dir: Path) -> None:
     default_names = default_selection(models_dir)
     default_models = [c for c in classifiers if c.name in default_names]
     default = timed(models=default_models, ensemble=fitted_ensemble(models_dir))
-    t_default = best(default)
+    if args.baseline_dir is None:
+        t_default, t_baseline = best(default), None
+    else:
+        baseline_names = default_selection(args.baseline_dir)
+        baseline_models = [c for c in load_models("all", args.baseline_dir)
+                           if c.name in baseline_names]
+        baseline = timed(models=baseline_models, ensemble=fitted_ensemble(args.baseline_dir))
+        baseline()                                          # warm its traces
+        # Alternated, so a busier moment of the machine falls on both alike.
+        pairs = [(default(), baseline()) for _ in range(args.repeat)]
+        t_default, t_baseline = min(p[0] for p in pairs), min(p[1] for p in pairs)
     # What the views cost: the same verdict on the crops alone, and with the mirror alone.
     t_default_crops = best(timed(models=default_models, ensemble=fitted_ensemble(models_dir),
                                  views=""))
@@ -265,6 +278,8 @@ def run(args, models_dir: Path) -> None:
          t_default, 2),
         ("  the same, the crops alone", t_default_crops, None),
         ("  the same, crops and mirrors", t_default_flip, None),
+        *([(f"default verdict of {args.baseline_dir.name}/ ({len(baseline_models)} model(s); "
+            "baseline)", t_baseline, 2)] if t_baseline is not None else []),
         (f"verdict, one model ({chosen.name})", t_one, 3),
         (f"verdict, the {len(origin_five)} origin families + mean", t_five, 6),
         (f"verdict, all {len(classifiers)} models + ensemble", t_all, 6),

