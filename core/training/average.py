@@ -17,7 +17,7 @@ import numpy as np
 from ..models.model_store import ModelCard, card_path_for, load_checked_model, save_model
 from .faceindex import describe_indexes, read_face_indexes
 from .train import (calibrate_on_faces, load_faces, machine_description, predict_faces,
-                    video_means)
+                    validation_metrics)
 
 
 @dataclass(frozen=True)
@@ -74,16 +74,6 @@ def val_faces(sources) -> tuple[list[dict], list[str]]:
     return val, [str(s) for s in sources]
 
 
-def _video_auc(face_scores: np.ndarray, faces) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    ids, video_scores = video_means(face_scores, faces.videos)
-    labels = np.array([faces.video_labels[v] for v in ids])
-    if len(set(labels.tolist())) < 2:
-        return float("nan")
-    return float(roc_auc_score(labels, video_scores))
-
-
 def average_models(paths: list[str | Path], out: str | Path, faces: list[str | Path], *,
                    weights: str | None = None, command: str | None = None,
                    threads: int = 2) -> AveragedModel:
@@ -108,7 +98,7 @@ def average_models(paths: list[str | Path], out: str | Path, faces: list[str | P
     # Whole pipeline crops at the model's input: a framed model cuts its window in its own graph.
     val_set = load_faces(rows, side, threads=threads)
     inputs = np.stack(val_set.images)
-    member_auc = {c.name: _video_auc(predict_faces(m, inputs), val_set)
+    member_auc = {c.name: validation_metrics(predict_faces(m, inputs), val_set)["video_auc"]
                   for m, c in zip(models, cards)}
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +106,7 @@ def average_models(paths: list[str | Path], out: str | Path, faces: list[str | P
     averaged.set_weights(averaged_weights([m.get_weights() for m in models], shares))
     face_scores = predict_faces(averaged, inputs)
     calibration, video = calibrate_on_faces(face_scores, val_set)
-    auc = _video_auc(face_scores, val_set)
+    auc = validation_metrics(face_scores, val_set)["video_auc"]
     metrics = {"val_video_auc": auc, "val_video_log_loss": video["log_loss"],
                "val_video_accuracy": video["accuracy"],
                "member_val_video_auc": member_auc}
