@@ -7,6 +7,7 @@ import pytest
 
 from core import cli
 from core.models.model_store import load_checked_model
+from core.models.zoo import training_seconds
 from core.training.average import averaged_weights, parse_weights
 from core.training.extract import ExtractSettings
 from core.training.train import load_faces
@@ -60,6 +61,10 @@ def test_the_average_is_the_weighted_mean_of_its_members_calibrated_and_carded(
     # the face P split them best, not the untrained members' 0.5.
     assert 0 < card.threshold < 1 and card.threshold != 0.5 and card.temperature > 0
     assert card.training["command"].startswith("python -m core average")
+    # The zoo table's training time of an average is its own plus what its members took.
+    record = {**card.training, "members": [{**m, "training": {"wall_seconds": 600.0}}
+                                           for m in members_record]}
+    assert training_seconds(record) == card.training["wall_seconds"] + 1200.0
 
 
 def test_a_model_averaged_with_itself_scores_every_face_as_it_does(members, faces_dir, tmp_path):

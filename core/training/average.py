@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.model_store import ModelCard, card_path_for, load_checked_model, save_model
+from ..models.model_store import ModelCard, load_checked_model, save_model
 from .faceindex import describe_indexes, read_face_indexes
 from .train import (calibrate_on_faces, load_faces, machine_description, predict_faces,
                     validation_metrics)
@@ -136,12 +136,3 @@ def average_models(paths: list[str | Path], out: str | Path, faces: list[str | P
                       temperature=calibration.temperature, metrics=metrics, training=training)
     return AveragedModel(card=card, val_video_auc=auc, member_val_video_auc=member_auc)
 
-
-def cmd_average(args) -> int:
-    result = average_models(args.models, args.out, args.faces, weights=args.weights,
-                            command=args.command_line)
-    members = ", ".join(f"{name} {auc:.3f}" for name, auc in result.member_val_video_auc.items())
-    print(f"wrote {args.out} (card {card_path_for(args.out)}): val video AUC (mean of face P) "
-          f"{result.val_video_auc:.3f} against its members' {members}; threshold "
-          f"{result.card.threshold:.4f}, temperature {result.card.temperature:.3f}")
-    return 0

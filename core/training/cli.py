@@ -26,9 +26,16 @@ def cmd_extract(args) -> int:
 
 
 def cmd_average(args) -> int:
-    from .average import cmd_average as run
+    from ..models.model_store import card_path_for
+    from .average import average_models
 
-    return run(args)
+    result = average_models(args.models, args.out, args.faces, weights=args.weights,
+                            command=args.command_line)
+    members = ", ".join(f"{name} {auc:.3f}" for name, auc in result.member_val_video_auc.items())
+    print(f"wrote {args.out} (card {card_path_for(args.out)}): val video AUC (mean of face P) "
+          f"{result.val_video_auc:.3f} against its members' {members}; threshold "
+          f"{result.card.threshold:.4f}, temperature {result.card.temperature:.3f}")
+    return 0
 
 
 def cmd_framing(args) -> int:
