@@ -183,6 +183,11 @@ def test_the_mixture_is_half_real_and_no_dataset_takes_over():
     # Within a dataset every face alike.
     assert np.ptp(p[(datasets == "DFDC") & (labels == 1)]) == 0
     assert capped_shares(np.array([1.0, 1.0]), 0.3).tolist() == [0.5, 0.5]   # cap impossible
+    # A smaller fake share draws fewer real fakes and keeps the datasets' shares within it.
+    q = mixture_weights(labels, datasets, max_dataset_share=0.6, fake_share=0.15)
+    assert q[labels == 1].sum() == pytest.approx(0.15)
+    assert q[(datasets == "DFDC") & (labels == 1)].sum() == pytest.approx(0.15 * 0.6)
+    assert q[labels == 0].sum() == pytest.approx(0.85)
 
 
 def test_progress_line_says_speed_and_time_left():
@@ -237,7 +242,8 @@ def test_train_on_a_mixture_and_evaluate_the_crops(pipeline_faces, foreign_index
         str((pipeline_faces / "index.csv").resolve()), str(foreign_index.resolve())]
     assert all(len(f["sha256"]) == 64 for f in training["data"]["faces"])
     assert training["data"]["faces"][1]["keypoints"]["sha256"]      # the landmarks file too
-    assert training["data"]["sampling"] == {"faces_per_epoch": 16, "max_dataset_share": 0.5}
+    assert training["data"]["sampling"] == {"faces_per_epoch": 16, "max_dataset_share": 0.5,
+                                            "fake_share": 0.5}
     assert training["recipe"]["epochs_run"] == 2
     assert training["data"]["train_faces"] == 6 + 6 and training["data"]["val_faces"] == 6 + 2
     state = json.loads((run_dir / "state.json").read_text())

@@ -184,6 +184,15 @@ def test_class_weights_count_sbi_fakes_as_fakes():
     assert math.isclose(weights[0] * 3 + weights[1] * 5, 8)
 
 
+def test_class_weights_follow_the_classes_a_mixture_draws():
+    labels = np.array([0] * 100 + [1] * 500)            # ignored: the mixture sets the shares
+    # 85% reals, 40% of them self-blended: 51% stay real, 49% fake.
+    weights = effective_class_weights(labels, sbi_fraction=0.4, drawn_fake_share=0.15)
+    assert math.isclose(weights[0] * 0.51, weights[1] * 0.49)
+    # SBI fakes only, half the reals blended: the classes are already even.
+    assert effective_class_weights(labels, 0.5, drawn_fake_share=0.0) == {0: 1.0, 1: 1.0}
+
+
 def test_best_epoch_prefers_video_auc_then_log_loss():
     assert is_better({"video_auc": 0.8, "video_log_loss": 0.9}, {"video_auc": 0.7, "video_log_loss": 0.1})
     assert is_better({"video_auc": 0.8, "video_log_loss": 0.4}, {"video_auc": 0.8, "video_log_loss": 0.5})
@@ -411,6 +420,16 @@ def test_sbi_only_needs_sbi_fakes():
     with pytest.raises(ValueError, match="SBI fakes only"):
         TrainConfig(backbone="vgg16", faces="f", out="o", run_dir="r", fakes="sbi",
                     sbi_fraction=0.0)
+
+
+def test_a_fake_share_needs_a_drawn_mixture():
+    with pytest.raises(ValueError, match="needs --epoch-faces"):
+        TrainConfig(backbone="vgg16", faces="f", out="o", run_dir="r", fake_share=0.2)
+    with pytest.raises(ValueError, match="fake share"):
+        TrainConfig(backbone="vgg16", faces="f", out="o", run_dir="r", fake_share=0.0,
+                    epoch_faces=16)
+    assert TrainConfig(backbone="vgg16", faces="f", out="o", run_dir="r", fake_share=0.2,
+                       epoch_faces=16).fake_share == 0.2
 
 
 def test_init_starts_from_a_trained_models_weights(budget_run, faces_dir, tmp_path, capsys):

@@ -128,7 +128,8 @@ def cmd_train(args) -> int:
             select=args.select, balance=None if args.balance == "none" else args.balance,
             fakes=args.fakes, init=str(args.init) if args.init else None,
             framing=args.framing, epoch_faces=args.epoch_faces,
-            max_dataset_share=args.max_dataset_share, val_faces=args.val_faces,
+            max_dataset_share=args.max_dataset_share, fake_share=args.fake_share,
+            val_faces=args.val_faces,
             command=getattr(args, "command_line", None))
     train(config, resume=args.resume, progress=not args.no_progress)
     return 0
@@ -233,6 +234,10 @@ def register(commands) -> None:
                             "root of their size (an epoch is then a checkpoint interval)")
     train.add_argument("--max-dataset-share", type=float, default=0.5,
                        help="with --epoch-faces: the most of a class one dataset may take")
+    train.add_argument("--fake-share", type=float, default=0.5,
+                       help="with --epoch-faces: the share of each epoch drawn from the real "
+                            "fakes, the rest from the reals (--sbi-fraction of which are "
+                            "self-blended); default 0.5")
     train.add_argument("--val-faces", type=int, default=None,
                        help="per-epoch validation on at most this many faces per dataset")
     train.add_argument("--out", type=Path, default=None,

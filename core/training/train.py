@@ -80,6 +80,9 @@ class TrainConfig:
     epoch_faces: int | None = None      # faces drawn per epoch (class-balanced, datasets
                                         # tempered and capped); None: every face once
     max_dataset_share: float = 0.5      # with epoch_faces: one dataset's most of a class
+    fake_share: float = 0.5             # with epoch_faces: the share drawn from the real
+                                        # fakes (the rest are reals, sbi_fraction of them
+                                        # self-blended)
     val_faces: int | None = None        # per-epoch validation: at most this many faces per
                                         # dataset (a fixed sample); the export uses all
 
@@ -96,6 +99,10 @@ class TrainConfig:
             raise ValueError("epoch faces must be at least 1")
         if not 0.0 < self.max_dataset_share <= 1.0:
             raise ValueError("max dataset share must be in (0, 1]")
+        if not 0.0 < self.fake_share < 1.0:
+            raise ValueError("fake share must be in (0, 1)")
+        if self.fake_share != 0.5 and self.epoch_faces is None:
+            raise ValueError("a fake share other than 0.5 needs --epoch-faces (a drawn mixture)")
         if self.val_faces is not None and self.val_faces < 1:
             raise ValueError("val faces must be at least 1")
         if self.augment is True:            # older run folders stored a flag
@@ -246,19 +253,22 @@ def _crop_side(row: dict) -> int:
 
 
 def mixture_weights(labels: np.ndarray, datasets: np.ndarray,
-                    max_dataset_share: float = 0.5) -> np.ndarray:
-    """Per-face sampling probabilities for a mixture of face sets: half of every epoch real,
-    half fake; within a class each dataset's share grows with the square root of its faces and
-    is capped at `max_dataset_share` (what it loses goes to the others), so 79,000 DFDC fakes do
-    not drown FF++ and the tools' clips, nor its 5:1 fakes its reals; within a dataset, uniform."""
+                    max_dataset_share: float = 0.5, fake_share: float = 0.5) -> np.ndarray:
+    """Per-face sampling probabilities for a mixture of face sets: `fake_share` of every epoch
+    from the fakes (half by default), the rest from the reals; within a class each dataset's
+    share grows with the square root of its faces and is capped at `max_dataset_share` (what it
+    loses goes to the others), so 79,000 DFDC fakes do not drown FF++ and the tools' clips, nor
+    its 5:1 fakes its reals; within a dataset, uniform."""
     weights = np.zeros(len(labels), dtype=np.float64)
-    present = [c for c in (0, 1) if np.any(labels == c)]
-    for label in present:
+    class_share = {0: 1.0 - fake_share, 1: fake_share}
+    for label in (0, 1):
         in_class = labels == label
+        if not np.any(in_class):
+            continue
         names, inverse, counts = np.unique(datasets[in_class], return_inverse=True,
                                            return_counts=True)
         shares = capped_shares(np.sqrt(counts.astype(np.float64)), max_dataset_share)
-        weights[in_class] = (shares / counts)[inverse] / len(present)
+        weights[in_class] = (shares / counts)[inverse] * class_share[label]
     return weights / weights.sum()
 
 
@@ -341,10 +351,17 @@ def jittered_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.
     return cv2.resize(window, (size, size), interpolation=interpolation)
 
 
-def effective_class_weights(labels: np.ndarray, sbi_fraction: float) -> dict[int, float]:
-    """Balanced weights for the labels the network actually sees, SBI fakes counted as fakes."""
-    real = float(np.sum(labels == 0)) * (1.0 - sbi_fraction)
-    fake = float(np.sum(labels == 1)) + float(np.sum(labels == 0)) * sbi_fraction
+def effective_class_weights(labels: np.ndarray, sbi_fraction: float,
+                            drawn_fake_share: float | None = None) -> dict[int, float]:
+    """Balanced weights for the labels the network actually sees, SBI fakes counted as fakes.
+    With `drawn_fake_share` the classes are drawn at that share (a mixture: 0 when the real
+    fakes are left out), not in the proportion the labels hold."""
+    if drawn_fake_share is None:
+        real_drawn, fake_drawn = float(np.sum(labels == 0)), float(np.sum(labels == 1))
+    else:
+        real_drawn, fake_drawn = 1.0 - drawn_fake_share, drawn_fake_share
+    real = real_drawn * (1.0 - sbi_fraction)
+    fake = fake_drawn + real_drawn * sbi_fraction
     total = real + fake
     if real == 0 or fake == 0:
         return {0: 1.0, 1: 1.0}
@@ -393,13 +410,14 @@ def _py_dataset_class():
                      augmentation: AugmentSettings | None, class_weight: dict | None, seed: int,
                      epoch: int = 0, workers: int = 2, teacher=None, balance: str | None = None,
                      epoch_faces: int | None = None, max_dataset_share: float = 0.5,
-                     soft_weight: float = 0.0):
+                     fake_share: float = 0.5, soft_weight: float = 0.0):
             super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
             self.faces, self.input_size, self.batch = faces, input_size, batch
             self.teacher, self.soft_weight = teacher, soft_weight
             self.epoch_faces = epoch_faces or len(faces)
             if epoch_faces:
-                self.sampling = mixture_weights(faces.labels, faces.datasets, max_dataset_share)
+                self.sampling = mixture_weights(faces.labels, faces.datasets, max_dataset_share,
+                                                fake_share)
             elif balance == "dataset":
                 self.sampling = dataset_balanced_weights(faces.datasets)
             else:
@@ -772,9 +790,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
         state = {"config": config.to_dict(), "epoch": 0, "best": None, "best_epoch": 0, "wait": 0,
                  "history": [], "seconds": 0.0, "seconds_before": 0.0, "stopped": None}
 
-    # A mixture draws real and fake alike; the weights then only offset the SBI share.
-    seen_labels = np.array([0, 1]) if config.epoch_faces else train_set.labels
-    class_weight = (effective_class_weights(seen_labels, config.sbi_fraction)
+    # A mixture draws the classes at its fake share (none when the real fakes are left out);
+    # the weights offset that and the SBI share.
+    drawn_fake_share = ((0.0 if config.fakes == "sbi" else config.fake_share)
+                        if config.epoch_faces else None)
+    class_weight = (effective_class_weights(train_set.labels, config.sbi_fraction,
+                                            drawn_fake_share)
                     if config.class_weights == "balanced" else None)
     augmentation = AUGMENT_PRESETS[config.augment] if config.augment else None
     batches = _py_dataset_class()(
@@ -782,7 +803,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True):
         augmentation=augmentation, class_weight=class_weight, seed=config.seed,
         epoch=initial_epoch, workers=config.workers, teacher=teacher, balance=config.balance,
         epoch_faces=config.epoch_faces, max_dataset_share=config.max_dataset_share,
-        soft_weight=config.distill_weight if cached is not None else 0.0)
+        fake_share=config.fake_share, soft_weight=config.distill_weight if cached is not None else 0.0)
     already_stopped = (resume and state["wait"] >= config.patience
                        and config.select == "val_auc")
     if initial_epoch < config.epochs and not already_stopped:
@@ -864,7 +885,8 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
             "train_by_dataset": describe_mixture(train_set),
             "val_by_dataset": describe_mixture(val_set),
             "sampling": ({"faces_per_epoch": config.epoch_faces,
-                          "max_dataset_share": config.max_dataset_share}
+                          "max_dataset_share": config.max_dataset_share,
+                          "fake_share": config.fake_share}
                          if config.epoch_faces else None),
         },
         "recipe": {
@@ -888,8 +910,9 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
             "seed": config.seed,
             "epoch_chosen_by": ("the best val video AUC" if config.select == "val_auc"
                                 else "none: the last epoch (val only reported)"),
-            "sampling": ("half real, half fake; within each, datasets by the square root of "
-                         f"their faces, none above {config.max_dataset_share:.0%}"
+            "sampling": (f"{1 - config.fake_share:.0%} real, {config.fake_share:.0%} real fakes "
+                         "(before the SBI share of the reals); within each, datasets by the "
+                         f"square root of their faces, none above {config.max_dataset_share:.0%}"
                          if config.epoch_faces else
                          "tempered over datasets (1/sqrt of each dataset's faces)"
                          if config.balance == "dataset" else "uniform over faces"),
