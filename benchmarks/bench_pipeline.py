@@ -1,6 +1,7 @@
 """End-to-end speed of the core on one video, next to baselines measured in the same run.
 
     .venv/bin/python benchmarks/bench_pipeline.py VIDEO [--models-dir models] [--origin-frames 5]
+        [--baseline-dir DIR] [--runtime litert|tensorflow] [--baseline-runtime tensorflow]
     .venv/bin/python benchmarks/bench_pipeline.py --long-video   # memory on a generated 1-hour clip
 
 Prints: decode-only time (baseline 1), the default verdict (the fitted ensemble's members, as the
@@ -30,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from core.media.video import probe, sample_frames  # noqa: E402
 from core.models.backbones import ORIGIN_BACKBONES, build_classifier, get_spec  # noqa: E402
-from core.models.model_store import save_model  # noqa: E402
+from core.models.model_store import DEFAULT_RUNTIME, RUNTIMES, save_model  # noqa: E402
 from core.models.zoo import (DEFAULT_MODELS_DIR, available_models, default_selection,  # noqa: E402
                              fitted_ensemble, load_models)
 from core.pipeline import analyze_video, make_detector  # noqa: E402
@@ -182,6 +183,11 @@ def main() -> None:
     parser.add_argument("--baseline-dir", type=Path, default=None,
                         help="also time this folder's default verdict, interleaved with the "
                              "default's runs (a model change against the one it replaces)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                        help="what runs the models' forward passes")
+    parser.add_argument("--baseline-runtime", choices=RUNTIMES, default=None,
+                        help="also time the default verdict (of --baseline-dir, if given) with "
+                             "its models on this runtime, interleaved with the default's runs")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,7 +208,8 @@ def run(args, models_dir: Path) -> None:
     info = probe(args.video)
     print(f"video: {args.video.name} {info.width}x{info.height} {info.fps:.2f} fps "
           f"{info.duration:.1f} s {info.frame_count} frames")
-    classifiers = load_models("all", models_dir)
+    classifiers = load_models("all", models_dir, runtime=args.runtime)
+    print("runtime: " + ", ".join(f"{c.name} {c.runtime}" for c in classifiers))
     settings = AnalysisSettings()
     detector = make_detector(settings)
     analyze_video(args.video, detector, classifiers, settings, keep_images=False)  # warm-up
@@ -225,13 +232,15 @@ def run(args, models_dir: Path) -> None:
     default_names = default_selection(models_dir)
     default_models = [c for c in classifiers if c.name in default_names]
     default = timed(models=default_models, ensemble=fitted_ensemble(models_dir))
-    if args.baseline_dir is None:
+    if args.baseline_dir is None and args.baseline_runtime is None:
         t_default, t_baseline = best(default), None
     else:
-        baseline_names = default_selection(args.baseline_dir)
-        baseline_models = [c for c in load_models("all", args.baseline_dir)
-                           if c.name in baseline_names]
-        baseline = timed(models=baseline_models, ensemble=fitted_ensemble(args.baseline_dir))
+        baseline_dir = args.baseline_dir or models_dir
+        baseline_runtime = args.baseline_runtime or args.runtime
+        baseline_label = (f"{(args.baseline_dir or models_dir).name}/, {baseline_runtime}")
+        baseline_names = default_selection(baseline_dir)
+        baseline_models = load_models(baseline_names, baseline_dir, runtime=baseline_runtime)
+        baseline = timed(models=baseline_models, ensemble=fitted_ensemble(baseline_dir))
         baseline()                                          # warm its traces
         # Alternated, so a busier moment of the machine falls on both alike.
         pairs = [(default(), baseline()) for _ in range(args.repeat)]
@@ -278,7 +287,7 @@ def run(args, models_dir: Path) -> None:
          t_default, 2),
         ("  the same, the crops alone", t_default_crops, None),
         ("  the same, crops and mirrors", t_default_flip, None),
-        *([(f"default verdict of {args.baseline_dir.name}/ ({len(baseline_models)} model(s); "
+        *([(f"default verdict of {baseline_label} ({len(baseline_models)} model(s); "
             "baseline)", t_baseline, 2)] if t_baseline is not None else []),
         (f"verdict, one model ({chosen.name})", t_one, 3),
         (f"verdict, the {len(origin_five)} origin families + mean", t_five, 6),

@@ -205,3 +205,51 @@ def test_cards_with_absurd_fields_are_refused_and_left_out_of_the_zoo(saved, tmp
     assert available_models(folder) == {}
     [(name, reason)] = refused_cards(folder)
     assert name == card_path.name and message in reason
+
+
+def test_litert_runs_the_model_with_tensorflow_s_answers(saved):
+    folder, _, _ = saved
+    on_litert = load_classifier(folder / "tiny.json")
+    on_tensorflow = load_classifier(folder / "tiny.json", runtime="tensorflow")
+    assert (on_litert.runtime, on_tensorflow.runtime) == ("litert", "tensorflow")
+    assert "litert" in repr(on_litert)
+    # Sizes off the padded buckets, one across two predict batches.
+    for n, seed in ((1, 3), (3, 4), (32, 5), (45, 6)):
+        crops = _crops(n, seed=seed)
+        got = on_litert.predict(crops)
+        assert got.shape == (n,) and got.dtype == np.float64
+        np.testing.assert_allclose(got, on_tensorflow.predict(crops), rtol=0, atol=1e-6)
+    # A face's score does not depend on the faces padded in beside it.
+    crops = _crops(5, seed=8)
+    np.testing.assert_allclose(on_litert.predict(crops)[:1], on_litert.predict(crops[:1]), atol=1e-7)
+
+
+def test_without_litert_the_classifier_keeps_tensorflow(saved, monkeypatch, caplog):
+    from core.models import litert_runtime
+
+    def missing():
+        raise litert_runtime.LiteRTUnavailable("ai-edge-litert is not installed (test)")
+
+    monkeypatch.setattr(litert_runtime, "_interpreter_class", missing)
+    folder, model, _ = saved
+    with caplog.at_level("WARNING"):
+        classifier = load_classifier(folder / "tiny.json")
+    assert classifier.runtime == "tensorflow"
+    assert "runs on TensorFlow" in caplog.text and "not installed" in caplog.text
+    crops = _crops(4, seed=9)
+    expected = np.asarray(model(crops.astype(np.float32), training=False)).reshape(-1)
+    np.testing.assert_allclose(classifier.predict(crops), expected, atol=1e-6)
+
+
+def test_an_unknown_runtime_is_refused(saved):
+    folder, _, _ = saved
+    with pytest.raises(ValueError, match="runtime must be one of litert, tensorflow"):
+        load_classifier(folder / "tiny.json", runtime="onnx")
+
+
+def test_a_litert_program_takes_one_to_32_faces(saved):
+    folder, _, _ = saved
+    program = load_classifier(folder / "tiny.json")._litert
+    for n in (0, 33):
+        with pytest.raises(ValueError, match="expected 1-32 faces"):
+            program(np.zeros((n, SIZE, SIZE, 3), np.float32))

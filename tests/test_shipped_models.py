@@ -72,8 +72,14 @@ def test_model_loads_checked_and_scores_a_face(name):
     size = classifier.input_size
     face = cv2.resize(skimage.data.astronaut()[38:198, 144:304], (size, size),
                       interpolation=cv2.INTER_AREA)
-    scores = classifier.predict(np.stack([face, face[:, ::-1]]))
-    assert scores.shape == (2,) and np.all((scores > 0) & (scores < 1))
+    faces = np.stack([face, face[:, ::-1], face[::-1]])
+    scores = classifier.predict(faces)
+    assert scores.shape == (3,) and np.all((scores > 0) & (scores < 1))
+    # The app runs it on LiteRT; TensorFlow running the same file gives the same P(fake).
+    assert classifier.runtime == "litert"
+    on_tensorflow = load_classifier(CARDS[name].card_path, runtime="tensorflow")
+    assert on_tensorflow.runtime == "tensorflow"
+    np.testing.assert_allclose(scores, on_tensorflow.predict(faces), rtol=0, atol=1e-5)
 
 
 def test_zoo_tables_in_the_readme_are_generated_from_the_cards():

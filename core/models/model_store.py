@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import re
 import threading
@@ -21,6 +22,8 @@ from core.errors import ChecksumMismatchError, ModelError, ModelNotFoundError
 
 if TYPE_CHECKING:   # Keras (and TensorFlow under it) is imported where a model is built or
     import keras    # loaded: reading cards, as the app's server does, needs neither
+
+_log = logging.getLogger(__name__)
 
 PREDICT_BATCH = 32
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 1024
@@ -228,10 +231,18 @@ def _resolve_card(path_or_card) -> ModelCard:
     return ModelCard.load(path)
 
 
-class Classifier:
-    """A loaded model with one traced predict function, safe to call from several threads."""
+RUNTIMES = ("litert", "tensorflow")
+DEFAULT_RUNTIME = "litert"
 
-    def __init__(self, model: keras.Model, card: ModelCard):
+
+class Classifier:
+    """A loaded model with one traced predict function, safe to call from several threads.
+
+    runtime "litert" (the default) converts that function in memory and runs it on LiteRT
+    (core.models.litert_runtime), keeping TensorFlow where LiteRT is missing or cannot convert
+    the model; "tensorflow" runs the traced function itself. `self.runtime` says which runs."""
+
+    def __init__(self, model: keras.Model, card: ModelCard, runtime: str = DEFAULT_RUNTIME):
         import tensorflow as tf
 
         self.model = model
@@ -248,6 +259,18 @@ class Classifier:
             reduce_retracing=True,
         )
         self._predict_fn(tf.zeros([1, size, size, 3], tf.float32))
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self._litert = None
+        if runtime == "litert":
+            from core.models import litert_runtime
+
+            try:
+                self._litert = litert_runtime.program_for(self._predict_fn, size)
+            except litert_runtime.LiteRTUnavailable as exc:
+                _log.warning("%s runs on TensorFlow: %s", self.name, exc)
+        self.runtime = "litert" if self._litert is not None else "tensorflow"
+        self._forward = self._litert or (lambda batch: np.asarray(self._predict_fn(batch)))
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """uint8 or float RGB [0, 255], N x S x S x 3 -> raw P(fake) float64 of shape (N,)."""
@@ -263,17 +286,18 @@ class Classifier:
         with self._lock:
             for start in range(0, crops.shape[0], PREDICT_BATCH):
                 batch = crops[start:start + PREDICT_BATCH].astype(np.float32, copy=False)
-                probs = self._predict_fn(batch)
+                probs = self._forward(batch)
                 out[start:start + len(batch)] = np.asarray(probs, dtype=np.float64).reshape(-1)
         return out
 
     def __repr__(self):
-        return f"Classifier({self.name!r}, backbone={self.card.backbone!r}, input_size={self.input_size})"
+        return (f"Classifier({self.name!r}, backbone={self.card.backbone!r}, "
+                f"input_size={self.input_size}, runtime={self.runtime!r})")
 
 
-def load_classifier(path_or_card) -> Classifier:
+def load_classifier(path_or_card, runtime: str = DEFAULT_RUNTIME) -> Classifier:
     """Check the file against its card's sha256, load it with safe_mode, trace and warm predict."""
-    return Classifier(*load_checked_model(path_or_card))
+    return Classifier(*load_checked_model(path_or_card), runtime=runtime)
 
 
 def load_checked_model(path_or_card) -> tuple[keras.Model, ModelCard]:

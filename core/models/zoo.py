@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import ModelError, ModelNotFoundError
 from ..verdicts.ensemble import ENSEMBLE_CARD, EnsembleCard, load_ensemble
-from .model_store import Classifier, ModelCard, discover_models, load_classifier
+from .model_store import DEFAULT_RUNTIME, Classifier, ModelCard, discover_models, load_classifier
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
@@ -85,8 +85,10 @@ def resolve_selection(selection: str | Iterable[str], models_dir: str | Path = D
 
 
 def load_models(selection: str | Iterable[str] = "all",
-                models_dir: str | Path = DEFAULT_MODELS_DIR) -> list[Classifier]:
-    return [load_classifier(card.card_path) for card in resolve_selection(selection, models_dir)]
+                models_dir: str | Path = DEFAULT_MODELS_DIR,
+                runtime: str = DEFAULT_RUNTIME) -> list[Classifier]:
+    return [load_classifier(card.card_path, runtime=runtime)
+            for card in resolve_selection(selection, models_dir)]
 
 
 # Card metric keys written by `models record-eval` from a full-pipeline evaluation on the val split.
