@@ -40,11 +40,12 @@ GALLERY_CROP_SIZE = 160
 _STAGE_SPAN = {"detect": (0.0, 0.55), "classify": (0.55, 0.85), "annotate": (0.85, 1.0)}
 
 
-def make_detector(settings: AnalysisSettings) -> FaceDetector:
+def make_detector(settings: AnalysisSettings, runtime: str = "litert") -> FaceDetector:
     return FaceDetector(
         min_confidence=settings.min_confidence,
         detect_long_side=settings.detect_long_side,
         min_face_size=settings.min_face_size,
+        runtime=runtime,
     )
 
 

@@ -67,6 +67,46 @@ def test_pasted_face_found_at_full_resolution(detector, height, width, left, top
     assert face.keypoints["left_eye"][1] < face.keypoints["nose"][1] < face.keypoints["mouth_left"][1]
 
 
+def test_litert_and_tensorflow_find_the_same_faces(detector):
+    assert detector.runtime == "litert"
+    on_tensorflow = FaceDetector(runtime="tensorflow")
+    assert on_tensorflow.runtime == "tensorflow"
+    frames = []
+    for height, width, left, top, zoom in ((720, 1280, 700, 250, 1.0), (480, 640, 60, 40, 1.4)):
+        frame = background(height, width)
+        paste_head(frame, left, top, zoom)
+        frames.append(frame)
+    frames.append(frames[0][:, ::-1].copy())
+    for frame in frames:
+        got, expected = detector.detect(frame), on_tensorflow.detect(frame)
+        assert len(got) == len(expected) >= 1
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a.box, b.box, atol=0.01)
+            assert abs(a.confidence - b.confidence) < 1e-4
+            for name in KEYPOINT_NAMES:
+                np.testing.assert_allclose(a.keypoints[name], b.keypoints[name], atol=0.01)
+
+
+def test_litert_scores_any_number_of_patches_as_tensorflow_does(detector):
+    """RNet and ONet batches are padded to buckets and cut into runs of 256 on LiteRT."""
+    from core.faces.detector import _on_tensorflow
+
+    rng = np.random.default_rng(3)
+    for network, traced, side in ((detector._rnet, detector._traced[1], 24),
+                                  (detector._onet, detector._traced[2], 48)):
+        for n in (1, 5, 300):
+            patches = rng.uniform(-1, 1, (n, side, side, 3)).astype(np.float32)
+            got, expected = network(patches), _on_tensorflow(traced)(patches)
+            assert [g.shape for g in got] == [e.shape for e in expected]
+            for g, e in zip(got, expected):
+                np.testing.assert_allclose(g, e, atol=1e-5)
+
+
+def test_an_unknown_detector_runtime_is_refused():
+    with pytest.raises(ValueError, match="runtime must be one of litert, tensorflow"):
+        FaceDetector(runtime="gpu")
+
+
 def test_two_faces_give_two_detections(detector):
     frame = background(720, 1280, seed=1)
     left_face = paste_head(frame, 100, 200)
@@ -215,12 +255,12 @@ def test_mosaic_gives_each_level_the_same_pnet_output_as_alone(detector):
     levels = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
               for h, w in ((108, 192), (77, 137), (55, 97), (39, 69), (28, 49), (20, 35), (14, 25))]
     canvas, positions = _mosaic(levels)
-    together = detector._pnet(_normalised(canvas)[None])[1].numpy()[0, :, :, 1]
+    together = detector._pnet(_normalised(canvas)[None])[1][0, :, :, 1]
     spans = []
     for level, (left, top) in zip(levels, positions):
         assert left % 2 == 0 and top % 2 == 0
         spans.append((left, top, left + level.shape[1], top + level.shape[0]))
-        alone = detector._pnet(_normalised(level)[None])[1].numpy()[0, :, :, 1]
+        alone = detector._pnet(_normalised(level)[None])[1][0, :, :, 1]
         rows, cols = _pnet_grid(*level.shape[:2])
         assert alone.shape == (rows, cols)
         # The last cell of an odd side reads one pixel past the level (padding vs. gap).

@@ -15,6 +15,7 @@ CORE = ROOT / "core"
 # The parts of core from the bottom up: each may import only parts of a lower rank.
 CORE_LAYERS = [
     {"errors", "atomic", "threads"},
+    {"litert_runtime"},
     {"verdicts", "media", "faces"},
     {"settings"},
     {"results"},

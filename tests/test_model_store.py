@@ -225,7 +225,7 @@ def test_litert_runs_the_model_with_tensorflow_s_answers(saved):
 
 
 def test_without_litert_the_classifier_keeps_tensorflow(saved, monkeypatch, caplog):
-    from core.models import litert_runtime
+    from core import litert_runtime
 
     def missing():
         raise litert_runtime.LiteRTUnavailable("ai-edge-litert is not installed (test)")
@@ -247,9 +247,42 @@ def test_an_unknown_runtime_is_refused(saved):
         load_classifier(folder / "tiny.json", runtime="onnx")
 
 
-def test_a_litert_program_takes_one_to_32_faces(saved):
+def test_a_litert_program_that_disagrees_with_tensorflow_is_not_used(saved, monkeypatch, caplog):
+    from core import litert_runtime
+
+    real_run = litert_runtime.InterpreterPool.run
+    monkeypatch.setattr(litert_runtime.InterpreterPool, "run",
+                        lambda pool, x: [out + 0.01 for out in real_run(pool, x)])
     folder, _, _ = saved
-    program = load_classifier(folder / "tiny.json")._litert
+    with caplog.at_level("WARNING"):
+        classifier = load_classifier(folder / "tiny.json")
+    assert classifier.runtime == "tensorflow"
+    assert "does not give TensorFlow's outputs" in caplog.text
+
+
+def test_litert_batches_are_padded_up_to_a_bucket_and_no_further(saved):
+    from core import litert_runtime
+
+    folder, model, _ = saved
+    pool = litert_runtime.checked_pool(load_classifier(folder / "tiny.json")._predict_fn,
+                                       _crops(2).astype(np.float32))
+    crops = _crops(5, seed=10).astype(np.float32)
+    (got,) = litert_runtime.bucketed(pool, crops)
+    assert got.shape == (5, 1)
+    np.testing.assert_allclose(got, np.asarray(model(crops, training=False)), atol=1e-6)
+    assert sorted(shape[0] for shape in pool._by_shape) == [2, 8]
     for n in (0, 33):
-        with pytest.raises(ValueError, match="expected 1-32 faces"):
-            program(np.zeros((n, SIZE, SIZE, 3), np.float32))
+        with pytest.raises(ValueError, match="expected 1-32 items"):
+            litert_runtime.bucketed(pool, np.zeros((n, SIZE, SIZE, 3), np.float32))
+
+
+def test_litert_takes_the_thread_limit_a_worker_sets(saved, monkeypatch):
+    from core import litert_runtime, threads
+
+    monkeypatch.setattr(threads, "_intra_limit", 1)
+    folder, _, _ = saved
+    pool = litert_runtime.checked_pool(load_classifier(folder / "tiny.json")._predict_fn,
+                                       _crops(2).astype(np.float32))
+    assert pool._threads == 1
+    monkeypatch.setattr(threads, "_intra_limit", None)
+    assert threads.compute_threads() >= 1

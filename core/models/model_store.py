@@ -261,16 +261,19 @@ class Classifier:
         self._predict_fn(tf.zeros([1, size, size, 3], tf.float32))
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        self._litert = None
+        self._forward = lambda batch: np.asarray(self._predict_fn(batch))
+        self.runtime = "tensorflow"
         if runtime == "litert":
-            from core.models import litert_runtime
+            from core import litert_runtime
 
+            check = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
             try:
-                self._litert = litert_runtime.program_for(self._predict_fn, size)
+                pool = litert_runtime.checked_pool(self._predict_fn, check)
             except litert_runtime.LiteRTUnavailable as exc:
                 _log.warning("%s runs on TensorFlow: %s", self.name, exc)
-        self.runtime = "litert" if self._litert is not None else "tensorflow"
-        self._forward = self._litert or (lambda batch: np.asarray(self._predict_fn(batch)))
+            else:
+                self._forward = lambda batch: litert_runtime.bucketed(pool, batch)[0]
+                self.runtime = "litert"
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """uint8 or float RGB [0, 255], N x S x S x 3 -> raw P(fake) float64 of shape (N,)."""
