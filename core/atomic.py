@@ -1,5 +1,6 @@
 """Files that appear whole or not at all: written beside their destination under a hidden
-temporary name, renamed over it on success, removed on any failure."""
+temporary name, renamed over it on success, removed on any failure; and the one folder outside
+git where derived files are cached."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+CACHE_ENV = "DEEPFAKE_CACHE"
+
+
+def cache_home() -> Path:
+    """$DEEPFAKE_CACHE, else ~/.cache/deepfake-detector: what can be made again, never committed."""
+    base = os.environ.get(CACHE_ENV)
+    return Path(base) if base else Path.home() / ".cache" / "deepfake-detector"
 
 
 @contextmanager

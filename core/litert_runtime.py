@@ -1,9 +1,11 @@
 """Forward passes run by LiteRT (TensorFlow Lite's runtime, XNNPACK on the CPU).
 
 The networks stay what they are (a `.keras` file loaded with safe_mode after its sha256 is
-checked; MTCNN's packaged weights): their traced TensorFlow function is converted in memory to a
-LiteRT program, so nothing new is read from disk, and the program is checked against TensorFlow
-on one input before it is used. `benchmarks/bench_runtime.py` measures both runtimes on the
+checked; MTCNN's packaged weights): their traced TensorFlow function is converted to a LiteRT
+program, a flatbuffer of operators and weights that holds no code, and the program is checked
+against TensorFlow on one input before it is used. A model's program is cached (under
+cache_home()/litert, named by the model file's sha256 and the converter's version) because
+converting takes 0.3-2 s a model; a cached program that fails the check is converted again. `benchmarks/bench_runtime.py` measures both runtimes on the
 shipped models and MTCNN, side by side.
 """
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
+from core import atomic
 from core.threads import compute_threads
 
 # Batches are padded up to one of these sizes, so each size keeps one prepared interpreter:
@@ -60,7 +64,7 @@ class InterpreterPool:
 
     def __init__(self, flatbuffer: bytes, threads: int | None = None, max_shapes: int = 8):
         self._interpreter_class = _interpreter_class()
-        self._flatbuffer = flatbuffer
+        self.flatbuffer = flatbuffer
         self._threads = threads or compute_threads()
         self._max_shapes = max_shapes
         self._by_shape: OrderedDict[tuple, tuple] = OrderedDict()
@@ -71,7 +75,7 @@ class InterpreterPool:
         if prepared is not None:
             self._by_shape.move_to_end(shape)
             return prepared
-        interpreter = self._interpreter_class(model_content=self._flatbuffer,
+        interpreter = self._interpreter_class(model_content=self.flatbuffer,
                                               num_threads=self._threads)
         input_index = interpreter.get_input_details()[0]["index"]
         interpreter.resize_tensor_input(input_index, list(shape))
@@ -106,12 +110,35 @@ def bucketed(pool: InterpreterPool, batch: np.ndarray, buckets=BATCH_BUCKETS) ->
     return [out[:n] for out in pool.run(batch)]
 
 
-def checked_pool(traced_fn, check_input: np.ndarray) -> InterpreterPool:
-    """The traced function converted and run on LiteRT, after its outputs on check_input were
-    found equal to TensorFlow's (within AGREEMENT_TOLERANCE)."""
-    pool = InterpreterPool(convert(traced_fn))
+def cached_program_path(content_sha256: str) -> Path:
+    import tensorflow as tf
+
+    return atomic.cache_home() / "litert" / f"{content_sha256}-tf{tf.__version__}.tflite"
+
+
+def checked_pool(traced_fn, check_input: np.ndarray, cache_key: str | None = None
+                 ) -> InterpreterPool:
+    """The traced function run on LiteRT, after its outputs on check_input were found equal to
+    TensorFlow's (within AGREEMENT_TOLERANCE). With cache_key (the sha256 of the file the
+    function was loaded from) the program is read from, or written to, the cache."""
     expected = traced_fn(check_input)
     expected = [np.asarray(t) for t in (expected if isinstance(expected, (list, tuple)) else [expected])]
+    cached = cached_program_path(cache_key) if cache_key else None
+    if cached is not None and cached.is_file():
+        try:
+            return _agreeing(InterpreterPool(cached.read_bytes()), check_input, expected)
+        except (LiteRTUnavailable, OSError, ValueError):
+            pass                                   # damaged or stale: converted again below
+    pool = _agreeing(InterpreterPool(convert(traced_fn)), check_input, expected)
+    if cached is not None:
+        try:
+            atomic.write_bytes(cached, pool.flatbuffer)
+        except OSError:                            # a read-only home: convert each time
+            pass
+    return pool
+
+
+def _agreeing(pool: InterpreterPool, check_input: np.ndarray, expected: list) -> InterpreterPool:
     try:
         got = pool.run(check_input)
     except Exception as exc:   # the runtime raises RuntimeError/ValueError for ops it cannot run

@@ -12,6 +12,19 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """The cache folder (core.atomic.cache_home) of this test session alone, for this process and
+    the servers and CLIs it starts: tests never read or fill the machine's own cache."""
+    previous = os.environ.get("DEEPFAKE_CACHE")
+    os.environ["DEEPFAKE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("DEEPFAKE_CACHE", None)
+    else:
+        os.environ["DEEPFAKE_CACHE"] = previous
+
 @pytest.fixture(autouse=True)
 def private_tempdir(tmp_path_factory, monkeypatch):
     """Each test's own temporary folder, which the code under test writes to (the tempfile module

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import threading
@@ -286,3 +287,31 @@ def test_litert_takes_the_thread_limit_a_worker_sets(saved, monkeypatch):
     assert pool._threads == 1
     monkeypatch.setattr(threads, "_intra_limit", None)
     assert threads.compute_threads() >= 1
+
+
+def test_a_model_s_litert_program_is_cached_and_checked_when_read(saved, monkeypatch):
+    from core import litert_runtime
+
+    folder, _, card = saved
+    load_classifier(folder / "tiny.json")
+    cached = litert_runtime.cached_program_path(card.sha256)
+    assert cached.is_file() and cached.stat().st_size > 0
+    assert str(cached).startswith(os.environ["DEEPFAKE_CACHE"])
+
+    def no_converter(traced_fn):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(litert_runtime, "convert", no_converter)
+    crops = _crops(3, seed=11)
+    again = load_classifier(folder / "tiny.json")          # read from the cache, not converted
+    assert again.runtime == "litert"
+    expected = load_classifier(folder / "tiny.json", runtime="tensorflow").predict(crops)
+    np.testing.assert_allclose(again.predict(crops), expected, atol=1e-6)
+
+    monkeypatch.undo()
+    for damage in (b"not a flatbuffer", cached.read_bytes()[:1000]):
+        cached.write_bytes(damage)                          # damaged: converted and rewritten
+        repaired = load_classifier(folder / "tiny.json")
+        assert repaired.runtime == "litert"
+        np.testing.assert_allclose(repaired.predict(crops), expected, atol=1e-6)
+        assert cached.stat().st_size > 1000

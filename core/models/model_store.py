@@ -268,7 +268,7 @@ class Classifier:
 
             check = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
             try:
-                pool = litert_runtime.checked_pool(self._predict_fn, check)
+                pool = litert_runtime.checked_pool(self._predict_fn, check, cache_key=card.sha256)
             except litert_runtime.LiteRTUnavailable as exc:
                 _log.warning("%s runs on TensorFlow: %s", self.name, exc)
             else:

@@ -3,5 +3,5 @@ other codecs, smaller frames, a change of light, a soft lens) and their verdicts
 untouched clip's (`bench`), the transformed clips cached outside git; the UNCERTAIN band
 the evidence chooses, from the same reports (`band`).
 
-Imports from core: `media`, `results`, `verdicts`, `evaluation`, `models`, `pipeline` and
+Imports from core: `atomic`, `media`, `results`, `verdicts`, `evaluation`, `models`, `pipeline` and
 `scan`."""

@@ -19,17 +19,14 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..atomic import cache_home
 from ..evaluation.evaluate import NO_FACE_SCORE, LabelledVideo, summarise
 from ..results import ENSEMBLE
 from .transforms import CUT, TRANSFORMS, TRANSFORMS_VERSION, apply, suffix
 
 UNTOUCHED = "none"
-CACHE_ENV = "DEEPFAKE_CACHE"
-
-
 def cache_root() -> Path:
-    base = os.environ.get(CACHE_ENV)
-    return (Path(base) if base else Path.home() / ".cache" / "deepfake-detector") / "robustness"
+    return cache_home() / "robustness"
 
 
 def content_key(path: str | Path) -> str:
