@@ -8,6 +8,7 @@ later frame, as a real camera pipeline does; the shown fps is the frames returne
 
     .venv/bin/python benchmarks/bench_live.py                  # models from models/ (or a stand-in)
     .venv/bin/python benchmarks/bench_live.py --models-dir DIR --seconds 20 --camera-fps 30
+    .venv/bin/python benchmarks/bench_live.py --baseline-runtime tensorflow   # LiteRT vs TensorFlow
 """
 from __future__ import annotations
 
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--camera-fps", type=float, default=30.0)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--baseline-runtime", choices=("tensorflow", "litert"), default=None,
+                        help="also run LiveAnalyzer with the detector and models on this runtime")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -135,19 +138,29 @@ def main(argv=None) -> int:
         print(f"models: {', '.join(c.name for c in classifiers)}; frames {WIDTH}x{HEIGHT}; "
               f"camera {args.camera_fps:g} fps; {args.seconds:g} s each; {os.cpu_count()} CPU cores")
 
-        live = LiveAnalyzer(detector, classifiers)
-        try:
-            threaded = run_at_camera_pace(live, frames, args.seconds, args.camera_fps)
-            snap = live.snapshot()
-            analyses = snap.frames_analyzed
-        finally:
-            live.close()
-        latency = snap.latency_ms
-        print(f"LiveAnalyzer : shown {threaded['shown_fps']:5.1f} fps | analyses "
-              f"{analyses / threaded['elapsed']:5.1f}/s ({analyses} of {threaded['shown']} frames) | "
-              f"callback median {threaded['callback_ms_median']:.1f} ms, p95 "
-              f"{threaded['callback_ms_p95']:.1f} ms | frame-to-boxes latency "
-              f"{latency:.0f} ms" if latency is not None else "no analysis finished")
+        def in_process(label, on_detector, on_classifiers):
+            live = LiveAnalyzer(on_detector, on_classifiers)
+            try:
+                threaded = run_at_camera_pace(live, frames, args.seconds, args.camera_fps)
+                snap = live.snapshot()
+                analyses = snap.frames_analyzed
+            finally:
+                live.close()
+            latency = snap.latency_ms
+            print(f"{label}: shown {threaded['shown_fps']:5.1f} fps | analyses "
+                  f"{analyses / threaded['elapsed']:5.1f}/s ({analyses} of {threaded['shown']} frames) | "
+                  f"callback median {threaded['callback_ms_median']:.1f} ms, p95 "
+                  f"{threaded['callback_ms_p95']:.1f} ms | frame-to-boxes latency "
+                  f"{latency:.0f} ms" if latency is not None else f"{label}: no analysis finished")
+
+        in_process(f"LiveAnalyzer ({detector.runtime})", detector, classifiers)
+        if args.baseline_runtime:
+            baseline_detector = FaceDetector(runtime=args.baseline_runtime)
+            baseline_classifiers = [load_classifier(p, runtime=args.baseline_runtime)
+                                    for p in discover_models(models_dir)]
+            NaiveCallback(baseline_detector, baseline_classifiers).process(frames[0])
+            in_process(f"LiveAnalyzer ({args.baseline_runtime}, baseline)", baseline_detector,
+                       baseline_classifiers)
 
         # As the app runs it: the frames scored by a worker process (serving), same models.
         from core.settings import AnalysisSettings
