@@ -70,6 +70,11 @@ with st.sidebar:
                                format_func=lambda v: VIEW_TEXT[v],
                                help="A face's P(fake) is the mean over its views; when they lead "
                                     "to different verdicts, the verdict is UNCERTAIN and says why.")
+        views_on = ("all" if st.checkbox(
+            "Score the views with every model", value=defaults.views_on == "all",
+            key="sidebar_views_on",
+            help="Off: only the models that make the verdict score the views, and the others "
+                 "are compared on the faces as found, at a third of the cost.") else "verdict")
         with st.expander("Face detector"):
             min_confidence = st.slider("Minimum face confidence", 0.50, 0.99,
                                        defaults.min_confidence, step=0.01,
@@ -82,7 +87,8 @@ with st.sidebar:
                                       step=4, key="sidebar_min_face_size")
     settings = AnalysisSettings(
         frames=frames, rule=rule, band=band, min_confidence=min_confidence,
-        detect_long_side=detect_long_side, min_face_size=min_face_size, views=",".join(views))
+        detect_long_side=detect_long_side, min_face_size=min_face_size, views=",".join(views),
+        views_on=views_on)
     with summary:
         if not available:
             st.warning("No models in the zoo. Import one on the Models page.")

@@ -272,7 +272,8 @@ STAGE_TEXT = {"load": "Loading the face detector and the models",
 def settings_text(settings: AnalysisSettings) -> str:
     """The sidebar's one line for the analysis settings behind its popover."""
     views = parse_views(settings.views)
-    seen = (f"faces also scored as {' and '.join(VIEW_TEXT[v] for v in views)}" if views
+    by = "by every model" if settings.views_on == "all" else "by the verdict's models"
+    seen = (f"faces also scored as {' and '.join(VIEW_TEXT[v] for v in views)} {by}" if views
             else "faces scored only as found")
     return (f"{settings.frames} frames, {settings.rule.replace('_', ' ')} rule, UNCERTAIN "
             f"within {settings.band:.2f} of 0.5; {seen}.")

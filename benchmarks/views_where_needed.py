@@ -22,17 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.pipeline import video_verdicts  # noqa: E402
 from core.results import ENSEMBLE, AnalysisResult  # noqa: E402
-from core.verdicts.views import ORIGINAL  # noqa: E402
+from core.robustness.band import without_views  # noqa: E402
 
 MARGINS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20)
-
-
-def crops_alone(result: AnalysisResult) -> AnalysisResult:
-    """The same analysis as if no view had been scored: each face's P is its original view's."""
-    faces = [dataclasses.replace(f, scores={m: v[ORIGINAL] for m, v in f.views.items()},
-                                 views={}) for f in result.faces]
-    return dataclasses.replace(result, faces=faces,
-                               settings=dataclasses.replace(result.settings, views=""))
 
 
 def main(argv=None) -> int:
@@ -47,7 +39,7 @@ def main(argv=None) -> int:
         if not result.faces or not result.settings.views:
             continue
         result.settings = dataclasses.replace(result.settings, band=args.band)
-        alone = crops_alone(result)
+        alone = without_views(result)
         with_views = video_verdicts(result.faces, result.models, result.settings)[ENSEMBLE]
         without = video_verdicts(alone.faces, alone.models, alone.settings)[ENSEMBLE]
         decided.append((path.name.split("__")[0], with_views.probability, with_views.label,

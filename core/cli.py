@@ -18,7 +18,7 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
-    from .settings import AnalysisSettings
+    from .settings import VIEWS_ON, AnalysisSettings
     from .verdicts.verdict import RULES
 
     defaults = AnalysisSettings()
@@ -42,6 +42,10 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
                         help="other views of each face scored beside it, comma-separated "
                              f"(flip, jpeg; 'none' for the crop alone; default {defaults.views}): "
                              "P(fake) is their mean, and a verdict they disagree on is UNCERTAIN")
+    parser.add_argument("--views-on", choices=VIEWS_ON, default=defaults.views_on,
+                        help="which models score the views: verdict, those whose scores make the "
+                             "verdict (the fitted ensemble's members); all, every model "
+                             f"(default {defaults.views_on})")
     parser.add_argument("--small-face-px", type=int, default=defaults.small_face_px,
                         help="a clip whose faces are mostly narrower than this (video pixels) "
                              "is UNCERTAIN (0: off)")
@@ -53,7 +57,7 @@ def _settings(args):
     return AnalysisSettings(frames=args.frames, rule=args.rule, band=args.band,
                             min_confidence=args.min_confidence, margin=args.margin,
                             detect_long_side=args.detect_long_side, views=args.views,
-                            small_face_px=args.small_face_px)
+                            views_on=args.views_on, small_face_px=args.small_face_px)
 
 
 def find_videos(paths: list[Path], photos: bool = False) -> list[Path]:

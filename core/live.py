@@ -138,19 +138,22 @@ class FrameScorer:
                             for d in detections])
             for size in {c.input_size for c in self.classifiers}
         }
+        mix = choose_ensemble(list(self.model_names), self.ensemble)
         calibrated, calibrated_views = {}, {}
         for classifier in self.classifiers:
-            raw = predict_views(classifier, crops_by_size[classifier.input_size], self.views)
+            # Only the ensemble's score is shown live: a model outside it needs no views.
+            views = self.views if classifier.name in mix.weights else ()
+            raw = predict_views(classifier, crops_by_size[classifier.input_size], views)
             card = classifier.card
             calibrated[classifier.name] = np.atleast_1d(verdicts.calibrate(
                 raw.mean(axis=0), card.threshold, card.temperature))
-            calibrated_views[classifier.name] = np.atleast_2d(verdicts.calibrate(
-                raw[1:], card.threshold, card.temperature)) if self.views else None
-        mix = choose_ensemble(list(calibrated), self.ensemble)
+            if views:
+                calibrated_views[classifier.name] = np.atleast_2d(verdicts.calibrate(
+                    raw[1:], card.threshold, card.temperature))
         scores = [mix.face_score({name: values[i] for name, values in calibrated.items()})
                   for i in range(len(detections))]
-        view_scores = [tuple(mix.face_score({name: values[v, i]
-                                             for name, values in calibrated_views.items()})
+        view_scores = [tuple(mix.face_score({name: calibrated_views[name][v, i]
+                                             for name in mix.weights})
                              for v in range(len(self.views)))
                        for i in range(len(detections))]
         faces = [FaceBox(tuple(float(v) for v in d.box), verdicts.label_for(p, self.band),

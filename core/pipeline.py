@@ -313,16 +313,19 @@ def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
                 raw={}, scores={}))
     timings["track"] = time.perf_counter() - t0
 
-    # Stage 3: every classifier on every face and its views, in batches.
+    # Stage 3: every classifier on every face, and on its views where settings.views_on asks.
     names = [c.name for c in classifiers]
+    mix = choose_ensemble(names, ensemble)
     views = parse_views(settings.views)
-    view_names = (ORIGINAL, *views)
+    viewed = viewed_models(names, mix, settings)
     model_seconds: dict[str, float] = {}
     for m, classifier in enumerate(classifiers):
         t0 = time.perf_counter()
+        model_views = views if classifier.name in viewed else ()
+        view_names = (ORIGINAL, *model_views)
         if faces:
             batch = np.stack([crops[(fi, d, classifier.input_size)] for fi, d in face_keys])
-            raw_views = predict_views(classifier, batch, views)
+            raw_views = predict_views(classifier, batch, model_views)
             raw = raw_views.mean(axis=0)
             card = classifier.card
             calibrated = np.atleast_1d(verdicts.calibrate(raw, card.threshold, card.temperature))
@@ -335,11 +338,11 @@ def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
                                                for k, v in enumerate(view_names)}
         model_seconds[classifier.name] = time.perf_counter() - t0
         report("classify", (m + 1) / len(classifiers))
-    mix = choose_ensemble(names, ensemble)
+    ensemble_views = (ORIGINAL, *(views if set(mix.weights) <= viewed else ()))
     for face in faces:
         face.scores[ENSEMBLE] = mix.face_score(face.scores)
-        face.views[ENSEMBLE] = {v: mix.face_score({n: face.views[n][v] for n in names})
-                                for v in view_names}
+        face.views[ENSEMBLE] = {v: mix.face_score({n: face.views[n][v] for n in mix.weights})
+                                for v in ensemble_views}
     timings["classify"] = sum(model_seconds.values())
 
     # Stage 4: persons and video verdicts per model and for the ensemble.
@@ -366,6 +369,14 @@ def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
     return result, tracks, face_keys
 
 
+def viewed_models(names: Sequence[str], mix, settings: AnalysisSettings) -> set[str]:
+    """The models that score the views: with views_on "verdict" those whose scores make the
+    primary verdict (the ensemble's members, or the one model), else every model."""
+    if settings.views_on == "all":
+        return set(names)
+    return set(mix.weights) & set(names)
+
+
 def video_verdicts(faces: Sequence[FaceResult], names: Sequence[str], settings: AnalysisSettings,
                    model_seconds: dict[str, float] | None = None) -> dict[str, ModelVerdict]:
     """Each model's and the ensemble's verdict on the clip from its scored faces: P(fake) by the
@@ -385,10 +396,11 @@ def video_verdicts(faces: Sequence[FaceResult], names: Sequence[str], settings: 
         label = verdicts.label_for(probability, settings.band)
         reasons = []
         if label != "UNCERTAIN":
+            scored = [view for view in views if view in faces[0].views.get(name, {})]
             disagree = disagreement(label, {
                 view: float(verdicts.aggregate_video(
                     _per_person(faces, lambda f: f.views[name][view]), rule=settings.rule))
-                for view in views}, settings.band)
+                for view in scored}, settings.band)
             if disagree:
                 reasons.append(disagree)
             if small:

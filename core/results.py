@@ -33,6 +33,12 @@ class FaceResult:
     views: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+def scored_views(face_views: dict[str, dict[str, float]]) -> dict[str, list[str]]:
+    """The views (besides the face as found) each model scored, from one face's `views`: every
+    face of an analysis is scored alike (AnalysisSettings.views, views_on)."""
+    return {name: [v for v in views if v != "original"] for name, views in face_views.items()}
+
+
 @dataclass
 class PersonResult:
     id: int
@@ -84,6 +90,10 @@ class AnalysisResult:
     @property
     def no_face(self) -> bool:
         return not self.faces
+
+    @property
+    def scored_views(self) -> dict[str, list[str]]:
+        return scored_views(self.faces[0].views if self.faces else {})
 
     def person_timeline(self, model: str | None = None) -> dict[int, list[tuple[float, float]]]:
         """Per person, (time, calibrated P(fake)) for each sampled frame it appears in."""

@@ -8,6 +8,7 @@ from .verdicts.verdict import RULES
 # The settings a face detector is built with (core.pipeline.make_detector); the others apply to
 # each analysis, so one loaded detector serves analyses that differ only in those.
 DETECTOR_FIELDS = ("min_confidence", "detect_long_side", "min_face_size")
+VIEWS_ON = ("verdict", "all")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class AnalysisSettings:
     # them, and where they lead to different verdicts the verdict is UNCERTAIN. "" scores the crop
     # alone.
     views: str = "flip,jpeg"
+    # Which models score those views: "verdict", the models whose scores make the primary
+    # verdict (the fitted ensemble's members, or every model where the verdict is their mean);
+    # "all", every model. The views are for the verdict a person acts on; the models compared
+    # beside it are read on the crops as found, at a third of the cost (models/README.md).
+    views_on: str = "verdict"
     # Faces narrower than this in the video's own pixels carry too little detail to judge: when
     # most faces of a clip are, its verdict is UNCERTAIN.
     small_face_px: int = 60
@@ -50,6 +56,9 @@ class AnalysisSettings:
         from .verdicts.views import parse_views
 
         parse_views(self.views)
+        if self.views_on not in VIEWS_ON:
+            raise ValueError(f"unknown views_on {self.views_on!r}; choose one of "
+                             f"{', '.join(VIEWS_ON)}")
         if self.max_frame_pixels < 1 or self.max_image_pixels < 1 or not self.max_duration_s > 0:
             raise ValueError("max_frame_pixels, max_image_pixels and max_duration_s must be "
                              "positive")

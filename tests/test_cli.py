@@ -90,10 +90,12 @@ def test_evaluate_writes_the_schema(clips, tiny_models_dir, tmp_path, capsys):
     assert code == 0
     results = json.loads(out.read_text())
     # No dataset column: nothing per dataset.
-    assert set(results) == {"models", "datasets", "videos", "band", "seconds"}
+    assert set(results) == {"models", "datasets", "videos", "band", "seconds", "views"}
     assert results["datasets"] == {} and results["band"] == AnalysisSettings().band
     names = {f"tiny_{b}" for b in ("efficientnetb7", "inceptionresnetv2", "inceptionv3",
                                    "resnet50", "vgg16")}
+    # No fitted ensemble: the verdict is the mean of every model, so each scored the views.
+    assert results["views"] == {n: ["flip", "jpeg"] for n in names | {"ensemble"}}
     assert set(results["models"]) == names | {"ensemble"}
     for metrics in results["models"].values():
         assert set(metrics) == {
@@ -153,7 +155,7 @@ def test_record_eval_table_and_quality_gate(tmp_path, capsys):
                                          "no_face": 0},
                           "ensemble": {"auc": 0.9, "log_loss": 0.4, "accuracy": 0.75, "videos": 4,
                                        "no_face": 0}},
-               "videos": [], "seconds": 1.0}
+               "videos": [], "seconds": 1.0, "views": {"tiny_vgg16": [], "ensemble": []}}
     # record-eval measures from the per-video scores: 5 real, 2 fake clips; the model orders 8
     # of the 10 real-fake pairs right (AUC 0.8), the ensemble 9 (0.9).
     real, model_fakes, ensemble_fakes = [0.1, 0.2, 0.3, 0.4, 0.7], [0.35, 0.8], [0.5, 0.8]
@@ -174,6 +176,7 @@ def test_record_eval_table_and_quality_gate(tmp_path, capsys):
     assert card["metrics"]["pipeline_val_real_called_fake"] == 1
     assert card["metrics"]["pipeline_val_fake_called_real"] == 1
     assert set(card["metrics"]["pipeline_val_datasets"]) == {"A", "B"}
+    assert card["metrics"]["pipeline_val_views"] == []      # scored on the crops as found
     assert card["sha256"] == sha_before
     assert main(["models", "table", "--models-dir", str(tmp_path)]) == 0
     table = capsys.readouterr().out
@@ -193,3 +196,14 @@ def test_record_eval_table_and_quality_gate(tmp_path, capsys):
     path.write_text(json.dumps(results))
     assert main(["models", "check-quality", str(path), "--models-dir", str(tmp_path)]) == 1
     assert "more than 0.02 below" in capsys.readouterr().err
+
+
+def test_views_on_is_an_analysis_option_with_the_verdicts_models_by_default():
+    from core.cli import _settings, build_parser
+
+    parser = build_parser()
+    default = _settings(parser.parse_args(["analyze", "clip.mp4"]))
+    every = _settings(parser.parse_args(["analyze", "clip.mp4", "--views-on", "all"]))
+    assert (default.views_on, every.views_on) == ("verdict", "all")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["analyze", "clip.mp4", "--views-on", "some"])

@@ -280,3 +280,27 @@ def test_views_that_agree_keep_the_verdict_and_views_that_disagree_make_it_uncer
     assert snap.verdict_probability == pytest.approx(0.8)
     assert snap.verdict_label == "UNCERTAIN"
     assert len(snap.reasons) == 1 and "mirror images say REAL (0.30)" in snap.reasons[0]
+
+
+def test_a_model_outside_the_fitted_ensemble_scores_no_views_live(detector, classifiers,
+                                                                  monkeypatch):
+    from core.live import FrameScorer
+    from core.verdicts.ensemble import EnsembleCard
+
+    member, other = classifiers
+    seen = {c.name: [] for c in classifiers}
+    for classifier in classifiers:
+        real_predict = classifier.predict
+        monkeypatch.setattr(classifier, "predict",
+                            lambda crops, c=classifier, f=real_predict: (
+                                seen[c.name].append(len(crops)), f(crops))[1])
+    scorer = FrameScorer(detector, classifiers, band=0.1, views="flip,jpeg",
+                         ensemble=EnsembleCard(weights={member.name: 1.0}))
+    frame, _ = face_frame()
+    faces, scores, view_scores = scorer(frame)
+    assert len(faces) == 1
+    # The member scores the face and its two views; the model beside it the face alone.
+    assert seen == {member.name: [3], other.name: [1]}
+    # A constant model: its calibrated P in every view is the ensemble's (threshold 0.5, T 1).
+    assert scores[0] == pytest.approx(FIXED_OUTPUTS[member.name], abs=1e-4)
+    assert view_scores[0] == pytest.approx((scores[0], scores[0]), abs=1e-4)

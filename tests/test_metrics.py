@@ -276,7 +276,7 @@ def test_evaluate_records_calls_and_datasets(few_resamples):
             return SimpleNamespace(no_face=True, verdicts={
                 n: ModelVerdict(n, None, "NO_FACE") for n in ("m", ENSEMBLE)})
         p, label = given[path.name]
-        return SimpleNamespace(no_face=False, verdicts={
+        return SimpleNamespace(no_face=False, scored_views={"m": ["flip"], ENSEMBLE: []}, verdicts={
             n: ModelVerdict(n, p, label) for n in ("m", ENSEMBLE)})
 
     report = evaluate(videos, analyze, ["m"], band=0.1)
@@ -294,5 +294,8 @@ def test_evaluate_records_calls_and_datasets(few_resamples):
     assert report["datasets"]["ff"]["m"]["real_called_fake"] == 0
     assert report["datasets"]["dfdc"]["m"]["real_called_fake"] == 1
     assert set(report["models"]) == {"m", ENSEMBLE}
+    # The views each model's faces were also scored as (AnalysisSettings.views_on).
+    assert report["views"] == {"m": ["flip"], ENSEMBLE: []}
+    assert schema_only(report)["views"] == report["views"]
     json.dumps(schema_only(report), allow_nan=False)
     assert "2 without a face" in format_report(report)

@@ -12,10 +12,12 @@ from core.errors import (CorruptVideoError, EmptyFileError, NotAVideoError, NoVi
                          TooFewFramesError)
 from core.faces.tracking import iou
 from core.models.zoo import load_models
-from core.pipeline import analyze_video
+from core.pipeline import analyze_video, video_verdicts
 from core.results import ENSEMBLE, NO_FACE
+from core.robustness.band import without_views
 from core.settings import AnalysisSettings
 from core.verdicts import verdict as verdicts
+from core.verdicts.ensemble import EnsembleCard
 from tests import fixtures
 from tests.conftest import make_tiny_model
 
@@ -190,6 +192,40 @@ def test_each_face_is_scored_in_every_view_and_its_score_is_their_mean(face_resu
             mean_raw = np.mean([_raw(p, card.threshold, card.temperature)
                                 for p in with_views.views[name].values()])
             assert with_views.raw[name] == pytest.approx(mean_raw, abs=1e-5)
+
+
+def test_only_the_verdicts_models_score_the_views_unless_every_model_is_asked(
+        face_result, two_models, face_clip, detector):
+    member, other = (c.name for c in two_models)
+    fitted = EnsembleCard(weights={member: 1.0}, threshold=0.45, temperature=1.2)
+    verdict_only = analyze_video(face_clip, detector, two_models, SETTINGS, ensemble=fitted)
+    every = analyze_video(face_clip, detector, two_models,
+                          AnalysisSettings(frames=8, views_on="all"), ensemble=fitted)
+    assert verdict_only.primary == ENSEMBLE
+    for lean, full, viewed in zip(verdict_only.faces, every.faces, face_result.faces):
+        assert set(lean.views[member]) == set(lean.views[ENSEMBLE]) == {"original", "flip", "jpeg"}
+        assert set(lean.views[other]) == {"original"}
+        assert set(full.views[other]) == {"original", "flip", "jpeg"}
+        # The member and the verdict are what scoring every view gives; the model beside them is
+        # scored on the crop alone, so its P is its original view's.
+        assert lean.scores[member] == pytest.approx(full.scores[member], abs=1e-5)
+        assert lean.scores[ENSEMBLE] == pytest.approx(full.scores[ENSEMBLE], abs=1e-5)
+        assert lean.scores[other] == pytest.approx(viewed.views[other]["original"], abs=1e-5)
+        assert full.scores[other] == pytest.approx(viewed.scores[other], abs=1e-5)
+    assert (verdict_only.verdicts[ENSEMBLE].probability
+            == pytest.approx(every.verdicts[ENSEMBLE].probability, abs=1e-5))
+    assert verdict_only.verdicts[ENSEMBLE].label == every.verdicts[ENSEMBLE].label
+    # What benchmarks/views_beside_verdict.py re-decides from stored reports: the analysis that
+    # scored every view, with the model beside the verdict read on its crops, is the lean one.
+    redecided = video_verdicts(without_views(every, [other]).faces, every.models,
+                               verdict_only.settings)
+    for name, verdict in verdict_only.verdicts.items():
+        assert redecided[name].probability == pytest.approx(verdict.probability, abs=1e-5)
+        assert redecided[name].label == verdict.label
+    assert verdict_only.scored_views == {member: ["flip", "jpeg"], other: [],
+                                         ENSEMBLE: ["flip", "jpeg"]}
+    with pytest.raises(ValueError, match="views_on"):
+        AnalysisSettings(views_on="some")
 
 
 def _raw(calibrated, threshold, temperature):

@@ -113,10 +113,13 @@ def evaluate(
     names = [*model_names, ENSEMBLE]
     rows = []
     no_face = 0
+    views: dict[str, list[str]] = {}      # the views each model scored (settings.views_on)
     for number, video in enumerate(videos):
         try:
             result = analyze(video.path)
             found = not result.no_face
+            if found and not views:
+                views = result.scored_views
             scores = {n: (result.verdicts[n].probability if found else NO_FACE_SCORE) for n in names}
             calls = {n: result.verdicts[n].label for n in names}
         except VideoError as error:
@@ -131,6 +134,8 @@ def evaluate(
         if on_video is not None:
             on_video(number + 1, len(videos), video)
     report = {"videos": rows, "band": band, "seconds": time.perf_counter() - started}
+    if views:
+        report["views"] = views
     report.update(summarise(rows, names, band))
     for metrics in report["models"].values():
         metrics["no_face"] = no_face
@@ -192,5 +197,6 @@ def schema_only(report: dict) -> dict:
     """The report as written to disk: exactly the documented schema, NaN as null."""
     from .metrics import clean
 
-    return clean({k: report[k] for k in ("models", "datasets", "videos", "band", "seconds")
+    return clean({k: report[k] for k in ("models", "datasets", "videos", "band", "seconds",
+                                         "views")
                   if k in report})

@@ -125,6 +125,9 @@ def _pipeline_metrics(results: dict, name: str, band: float) -> dict:
         DATASETS_KEY: {dataset: {k: per_model[name][k] for k in DATASET_COLUMNS}
                        for dataset, per_model in summary["datasets"].items()},
     }
+    if name in results.get("views", {}):
+        # The views its faces were also scored as: ["flip", "jpeg"] or [] (the crops as found).
+        values["pipeline_val_views"] = list(results["views"][name])
     return clean(values)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from ..pipeline import video_verdicts
 from ..results import ENSEMBLE, AnalysisResult
+from ..verdicts.views import ORIGINAL
 
 BAND_GRID = tuple(round(0.01 * step, 2) for step in range(0, 21))
 
@@ -24,6 +25,18 @@ def redecide(result: AnalysisResult, band: float, model: str = ENSEMBLE) -> str:
     """The label an analysed clip gets at another band (NO_FACE stays NO_FACE)."""
     settings = dataclasses.replace(result.settings, band=band)
     return video_verdicts(result.faces, result.models, settings)[model].label
+
+
+def without_views(result: AnalysisResult, models=None) -> AnalysisResult:
+    """The same analysis as if `models` (default: every model and the ensemble) had scored no
+    view: each of their faces' P is its original view's, as AnalysisSettings.views_on leaves a
+    model outside the verdict."""
+    models = set(result.scored_views) if models is None else set(models)
+    faces = [dataclasses.replace(
+        f, scores={m: (f.views[m][ORIGINAL] if m in models else p) for m, p in f.scores.items()},
+        views={m: ({ORIGINAL: v[ORIGINAL]} if m in models else v) for m, v in f.views.items()})
+        for f in result.faces]
+    return dataclasses.replace(result, faces=faces)
 
 
 def count_calls(labelled: Sequence[tuple[int, str]]) -> dict:

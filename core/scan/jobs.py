@@ -128,8 +128,12 @@ class ScannedResult:
     def __init__(self, report: dict):
         from ..results import ModelVerdict
 
+        from ..results import scored_views
+
         self.no_face = bool(report["no_face"])
         self.verdicts = {name: ModelVerdict(**v) for name, v in report["verdicts"].items()}
+        faces = report.get("faces") or []
+        self.scored_views = scored_views(faces[0].get("views", {}) if faces else {})
 
     @classmethod
     def of(cls, outcome: Outcome) -> "ScannedResult":
