@@ -268,9 +268,9 @@ def run(args, models_dir: Path) -> None:
     # Every model as the app runs them: the default verdict's members score the views, the
     # others beside them the crops as found; the baseline, every model scoring every view.
     fitted = fitted_ensemble(models_dir)
-    all_five = timed(models=classifiers, ensemble=fitted)
+    all_models = timed(models=classifiers, ensemble=fitted)
     every_view = timed(models=classifiers, ensemble=fitted, views_on="all")
-    pairs = [(all_five(), every_view()) for _ in range(args.repeat)]
+    pairs = [(all_models(), every_view()) for _ in range(args.repeat)]
     t_all, t_all_every_view = min(p[0] for p in pairs), min(p[1] for p in pairs)
     with tempfile.TemporaryDirectory() as tmp:
         annotated = timed(models=classifiers, annotated=Path(tmp) / "annotated.mp4",
@@ -287,7 +287,7 @@ def run(args, models_dir: Path) -> None:
     for stage, seconds in stages.items():
         print(f"  {stage:<20} {seconds:6.2f}")
     print("  per model (all of them, as the app runs them):")
-    for name, v in all_five.result.verdicts.items():
+    for name, v in all_models.result.verdicts.items():
         print(f"    {name:<28} {v.seconds:6.2f}")
     print("\nend to end (s), best of", args.repeat)
     print(f"  default verdict = {default.result.primary} "

@@ -338,7 +338,8 @@ def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
                                                for k, v in enumerate(view_names)}
         model_seconds[classifier.name] = time.perf_counter() - t0
         report("classify", (m + 1) / len(classifiers))
-    ensemble_views = (ORIGINAL, *(views if set(mix.weights) <= viewed else ()))
+    # Every model of the ensemble scored the views (viewed_models), so the ensemble has them too.
+    ensemble_views = (ORIGINAL, *views)
     for face in faces:
         face.scores[ENSEMBLE] = mix.face_score(face.scores)
         face.views[ENSEMBLE] = {v: mix.face_score({n: face.views[n][v] for n in mix.weights})
@@ -374,7 +375,7 @@ def viewed_models(names: Sequence[str], mix, settings: AnalysisSettings) -> set[
     primary verdict (the ensemble's members, or the one model), else every model."""
     if settings.views_on == "all":
         return set(names)
-    return set(mix.weights) & set(names)
+    return set(mix.weights)
 
 
 def video_verdicts(faces: Sequence[FaceResult], names: Sequence[str], settings: AnalysisSettings,

@@ -12,6 +12,7 @@ import numpy as np
 from typing import TYPE_CHECKING
 
 from .settings import AnalysisSettings
+from .verdicts.views import ORIGINAL
 
 if TYPE_CHECKING:      # core.media.video needs PyAV; results are also read where none is decoded
     from .media.video import VideoInfo
@@ -36,7 +37,7 @@ class FaceResult:
 def scored_views(face_views: dict[str, dict[str, float]]) -> dict[str, list[str]]:
     """The views (besides the face as found) each model scored, from one face's `views`: every
     face of an analysis is scored alike (AnalysisSettings.views, views_on)."""
-    return {name: [v for v in views if v != "original"] for name, views in face_views.items()}
+    return {name: [v for v in views if v != ORIGINAL] for name, views in face_views.items()}
 
 
 @dataclass

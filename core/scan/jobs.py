@@ -126,9 +126,7 @@ class ScannedResult:
     """What evaluation reads of an AnalysisResult, rebuilt from a worker's report."""
 
     def __init__(self, report: dict):
-        from ..results import ModelVerdict
-
-        from ..results import scored_views
+        from ..results import ModelVerdict, scored_views
 
         self.no_face = bool(report["no_face"])
         self.verdicts = {name: ModelVerdict(**v) for name, v in report["verdicts"].items()}
