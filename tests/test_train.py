@@ -523,3 +523,58 @@ def test_a_teacher_cache_must_match_the_run(faces_dir, teacher_path, tmp_path, c
                      "--run-dir", str(tmp_path / "run2"), "--teacher-cache", str(cache),
                      "--teacher", str(teacher_path)])
     assert code == 2 and "not both" in capsys.readouterr().err
+
+
+def test_an_ensemble_teacher_scores_each_face_and_its_views_as_the_pipeline_mixes_them(
+        faces_dir, tmp_path, capsys):
+    """The default verdict as a teacher: each member's raw P averaged over the face, its mirror
+    and its JPEG re-encode, calibrated by the member's card, mixed and calibrated by the
+    ensemble card; a cache of other views or of a changed member is refused."""
+    from core.models.model_store import load_classifier
+    from core.training.faceindex import load_face, read_face_indexes
+    from core.training.teacher_cache import read_teacher_cache
+    from core.verdicts.calibration import calibrated
+    from core.verdicts.ensemble import EnsembleCard
+    from core.verdicts.views import view_batch
+    from tests.conftest import make_tiny_model
+
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    cards = [make_tiny_model(folder, "resnet50", name="a", threshold=0.45, temperature=1.5, seed=1),
+             make_tiny_model(folder, "inceptionv3", name="b", threshold=0.55, temperature=0.8,
+                             seed=2)]
+    ensemble = EnsembleCard(weights={"a": 0.75, "b": 0.25}, threshold=0.52, temperature=2.0,
+                            member_sha256={c.name: c.sha256 for c in cards})
+    card_path = ensemble.save(folder / "ensemble.json")
+
+    def cache_of(teacher, views, name):
+        out = tmp_path / f"{name}.csv"
+        assert cli.main(["teacher-cache", str(faces_dir), "--teacher", str(teacher), "--out",
+                         str(out), "--views", views, "--no-progress"]) == 0
+        return read_teacher_cache(out)
+
+    header, mixed = cache_of(card_path, "flip,jpeg", "ensemble")
+    assert header["teacher"] == "ensemble (a × 0.75, b × 0.25)" and header["views"] == ["flip", "jpeg"]
+    assert header["members"] == {c.name: c.sha256 for c in cards} and len(mixed) == 8
+    members = {c.name: cache_of(folder / f"{c.name}.keras", "flip,jpeg", c.name)[1] for c in cards}
+    for face, p in mixed.items():
+        assert p == pytest.approx(ensemble.face_score({n: s[face] for n, s in members.items()}),
+                                  abs=2e-5)
+
+    # One member's P of one face, computed by hand: the mean raw P of three views, calibrated.
+    row = next(r for r in read_face_indexes([faces_dir]) if r["split"] == "train")
+    classifier = load_classifier(folder / "a.keras")
+    crop = load_face(row, classifier.input_size, 1.0)[0][None]
+    raw = np.mean([classifier.predict(v)[0] for v in
+                   (crop, view_batch(crop, "flip"), view_batch(crop, "jpeg"))])
+    assert members["a"][row["file"]] == pytest.approx(float(calibrated(raw, 0.45, 1.5)), abs=2e-5)
+    _, plain = cache_of(folder / "a.keras", "none", "a_plain")
+    assert any(abs(plain[f] - members["a"][f]) > 1e-4 for f in plain)     # the views count
+
+    code = cli.main(["teacher-cache", str(faces_dir), "--teacher", str(card_path), "--out",
+                     str(tmp_path / "ensemble.csv"), "--no-progress"])    # the same file, no views
+    assert code == 2 and "choose another --out" in capsys.readouterr().err
+    make_tiny_model(folder, "resnet50", name="a", seed=7)                 # a member retrained
+    code = cli.main(["teacher-cache", str(faces_dir), "--teacher", str(card_path), "--out",
+                     str(tmp_path / "stale.csv"), "--no-progress"])
+    assert code == 2 and "stale: a changed" in capsys.readouterr().err

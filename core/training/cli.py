@@ -79,8 +79,11 @@ def cmd_evaluate_crops(args) -> int:
 def cmd_teacher_cache(args) -> int:
     from .teacher_cache import build_teacher_cache
 
+    from ..verdicts.views import parse_views
+
     summary = build_teacher_cache(args.indexes, args.teacher, args.out, split=args.split,
-                                  framing=args.framing, limit=args.limit,
+                                  framing=args.framing, views=parse_views(args.views),
+                                  limit=args.limit,
                                   max_minutes=args.max_minutes, seed=args.seed,
                                   progress=not args.no_progress)
     print(f"{summary['faces']} of {summary['of']} {args.split} faces scored by "
@@ -195,7 +198,11 @@ def register(commands) -> None:
                               "once for train --teacher-cache (resumable)")
     cache.add_argument("indexes", type=Path, nargs="+", help="faces folders or face index CSVs")
     cache.add_argument("--teacher", type=Path, required=True,
-                       help="a trained model (.keras beside its card)")
+                       help="a trained model (.keras beside its card), or a fitted ensemble "
+                            "card (models/ensemble.json, its members beside it)")
+    cache.add_argument("--views", default="none",
+                       help="also score each face's views and average them as the pipeline does "
+                            "(flip,jpeg: the app's default); default none")
     cache.add_argument("--out", type=Path, required=True, help="the cache CSV (a .json beside it)")
     cache.add_argument("--split", default="train", help="which rows to score (default train)")
     cache.add_argument("--framing", type=float, default=1.0,

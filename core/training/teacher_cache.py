@@ -11,10 +11,17 @@ leaves a uniform sample of the index, and running the same command again continu
 The teacher sees each face clean (no SBI, no augmentation), at the framing the student trains
 at: a pipeline crop cut to its central share, a foreign crop taken whole, placed where the
 teacher's own framing layer looks (crop_metrics.model_input). The trainer applies the cached P
-only to faces it did not turn into self-blended fakes."""
+only to faces it did not turn into self-blended fakes.
+
+The teacher may also be a fitted ensemble card (`models/ensemble.json`, its members beside it)
+and may score each face's views (`--views flip,jpeg`) as the pipeline does: each member's raw
+P(fake) averaged over the face and its views, calibrated by the member's card, mixed by the
+ensemble's weights and calibrated once more. A student taught that P learns what the default
+verdict says of a face after six network passes, from one."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import time
@@ -60,31 +67,96 @@ def _teacher_inputs(rows: list[dict], size: int, window: tuple[int, int], framin
                      for row in rows])
 
 
-def build_teacher_cache(indexes, teacher: str | Path, out: str | Path, *, split: str = "train",
-                        framing: float = 1.0, limit: int | None = None,
-                        max_minutes: float | None = None, seed: int = 0,
-                        progress: bool = True) -> dict:
-    """Score the `split` faces of the indexes with the teacher (calibrated by its card) into
-    `out`, continuing a cache of the same teacher and framing. Returns a summary."""
-    from ..models.backbones import input_window
-    from ..models.model_store import ModelCard, load_classifier
-    from ..verdicts.calibration import calibrated
+class CachedTeacher:
+    """One model, or a fitted ensemble's members, scoring clean faces as the pipeline does:
+    `probabilities(rows)` is the calibrated P(fake) the analysis would give each face."""
 
+    def __init__(self, teacher: str | Path, views: tuple[str, ...] = ()):
+        from ..models.backbones import input_window
+        from ..models.model_store import ModelCard, load_classifier
+        from ..verdicts.ensemble import EnsembleCard, weights_text
+
+        teacher = Path(teacher)
+        self.views = tuple(views)
+        if teacher.suffix == ".json" and _is_ensemble_card(teacher):
+            self.ensemble = EnsembleCard.load(teacher)
+            cards = [ModelCard.load(teacher.parent / f"{name}.json")
+                     for name in self.ensemble.members]
+            stale = self.ensemble.stale_members({c.name: c.sha256 for c in cards})
+            if stale:
+                raise ValueError(f"the ensemble {teacher} is stale: {', '.join(stale)} changed "
+                                 "since its weights were fitted")
+            self.name = f"ensemble ({weights_text(self.ensemble.weights)})"
+            fitted = {k: self.ensemble.to_dict()[k]
+                      for k in ("weights", "threshold", "temperature", "member_sha256")}
+            self.sha256 = hashlib.sha256(json.dumps(fitted, sort_keys=True).encode()).hexdigest()
+        else:
+            self.ensemble = None
+            cards = [ModelCard.load(teacher.with_suffix(".json"))]
+            self.name, self.sha256 = cards[0].name, cards[0].sha256
+        self.classifiers = [load_classifier(card.card_path) for card in cards]  # sha256, safe_mode
+        self.windows = [input_window(c.model) for c in self.classifiers]
+        self.header = {"teacher": self.name, "teacher_sha256": self.sha256,
+                       "teacher_input_size": int(self.classifiers[0].input_size),
+                       "views": list(self.views)}
+        if self.ensemble is None:
+            self.header.update(threshold=float(cards[0].threshold),
+                               temperature=float(cards[0].temperature))
+        else:
+            self.header.update(members={c.name: c.card.sha256 for c in self.classifiers},
+                               threshold=float(self.ensemble.threshold),
+                               temperature=float(self.ensemble.temperature))
+
+    def probabilities(self, rows: list[dict], framing: float) -> np.ndarray:
+        from ..verdicts.calibration import calibrated
+        from ..verdicts.views import predict_views
+
+        inputs: dict[tuple, np.ndarray] = {}
+        member_p: dict[str, np.ndarray] = {}
+        for classifier, window in zip(self.classifiers, self.windows):
+            key = (classifier.input_size, window)
+            if key not in inputs:
+                inputs[key] = _teacher_inputs(rows, classifier.input_size, window, framing)
+            raw = predict_views(classifier, inputs[key], self.views).mean(axis=0)
+            card = classifier.card
+            member_p[classifier.name] = np.atleast_1d(
+                calibrated(raw, card.threshold, card.temperature))
+        if self.ensemble is None:
+            return next(iter(member_p.values()))
+        return np.array([self.ensemble.face_score({n: float(p[i]) for n, p in member_p.items()})
+                         for i in range(len(rows))])
+
+
+def _is_ensemble_card(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("weights"), dict)
+
+
+def build_teacher_cache(indexes, teacher: str | Path, out: str | Path, *, split: str = "train",
+                        framing: float = 1.0, views: tuple[str, ...] = (),
+                        limit: int | None = None, max_minutes: float | None = None,
+                        seed: int = 0, progress: bool = True) -> dict:
+    """Score the `split` faces of the indexes with the teacher (a model calibrated by its card,
+    or a fitted ensemble card; each face with its `views`) into `out`, continuing a cache of the
+    same teacher, views and framing. Returns a summary."""
     if not 0.2 <= framing <= 1.0:
         raise ValueError("framing must be in [0.2, 1]")
     out = Path(out)
-    card = ModelCard.load(Path(teacher).with_suffix(".json"))
-    header = {"teacher": card.name, "teacher_sha256": card.sha256,
-              "teacher_input_size": int(card.input_size), "threshold": float(card.threshold),
-              "temperature": float(card.temperature), "framing": framing, "split": split,
-              "seed": seed, "p": "the teacher's calibrated P(fake) of the clean face",
+    scorer = CachedTeacher(teacher, views)
+    header = {**scorer.header, "framing": framing, "split": split, "seed": seed,
+              "p": "the teacher's calibrated P(fake) of the clean face"
+                   + (f" (the mean over it and its views: {', '.join(views)})" if views else ""),
               "indexes": describe_indexes(indexes)}
     done: dict[str, float] = {}
     if out.exists():
         previous, done = read_teacher_cache(out)
-        same = {k: previous.get(k) for k in ("teacher_sha256", "framing", "split", "seed")}
-        if same != {k: header[k] for k in same}:
-            raise ValueError(f"{out} was made with another teacher, framing, split or seed "
+        keys = ("teacher_sha256", "framing", "split", "seed", "views")
+        same = {k: previous.get(k, [] if k == "views" else None) for k in keys}
+        if same != {k: header[k] for k in keys}:
+            raise ValueError(f"{out} was made with another teacher, views, framing, split or seed "
                              f"({same}); choose another --out")
     rows = [r for r in read_face_indexes(indexes) if not split or r["split"] == split]
     if not rows:
@@ -96,9 +168,6 @@ def build_teacher_cache(indexes, teacher: str | Path, out: str | Path, *, split:
     out.parent.mkdir(parents=True, exist_ok=True)
     header_path(out).write_text(json.dumps(header, indent=2) + "\n")
 
-    classifier = load_classifier(card.card_path)   # sha256 checked, safe_mode
-    size = classifier.input_size
-    window = input_window(classifier.model)
     started, scored = time.monotonic(), 0
     fresh = not out.exists() or out.stat().st_size == 0
     with out.open("a", newline="", encoding="utf-8") as handle:
@@ -109,8 +178,7 @@ def build_teacher_cache(indexes, teacher: str | Path, out: str | Path, *, split:
             if max_minutes is not None and time.monotonic() - started > max_minutes * 60:
                 break
             batch = todo[start:start + BATCH]
-            raw = classifier.predict(_teacher_inputs(batch, size, window, framing))
-            p = np.atleast_1d(calibrated(np.asarray(raw), card.threshold, card.temperature))
+            p = scorer.probabilities(batch, framing)
             writer.writerows([r["file"], f"{v:.5f}"] for r, v in zip(batch, p))
             handle.flush()
             scored += len(batch)
@@ -119,6 +187,6 @@ def build_teacher_cache(indexes, teacher: str | Path, out: str | Path, *, split:
                 left = (len(todo) - scored) / rate
                 print(f"teacher-cache: {len(done) + scored}/{len(done) + len(todo)} faces, "
                       f"{rate:.0f} faces/s, {math.ceil(left / 60)} min left", flush=True)
-    return {"cache": str(out), "teacher": card.name, "faces": len(done) + scored,
+    return {"cache": str(out), "teacher": scorer.name, "faces": len(done) + scored,
             "of": len(rows), "scored_now": scored,
             "seconds": round(time.monotonic() - started, 1)}
