@@ -59,7 +59,6 @@ def evaluate_crops(index, cards, split: str | None = "val", limit: int | None = 
     from ..models.backbones import input_window
     from ..models.model_store import load_classifier
     from ..verdicts.calibration import calibrated
-    from ..verdicts.ensemble import mixed_score
 
     rows = [r for r in read_face_index(index) if split is None or r["split"] == split]
     if limit:
@@ -87,8 +86,7 @@ def evaluate_crops(index, cards, split: str | None = "val", limit: int | None = 
         report["models"][card.name] = {"input": size, "backbone_sees": window[1],
                                        **_crop_metrics(labels, scores, p, groups)}
     if ensemble is not None and set(ensemble.members) <= set(probabilities):
-        mixed = np.array([mixed_score({m: probabilities[m][i] for m in ensemble.members},
-                                      ensemble.weights, ensemble.threshold, ensemble.temperature)
+        mixed = np.array([ensemble.face_score({m: probabilities[m][i] for m in ensemble.members})
                           for i in range(len(rows))])
         report["models"]["ensemble"] = {"input": None, "backbone_sees": None,
                                         "members": ensemble.weights,

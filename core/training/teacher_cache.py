@@ -96,16 +96,13 @@ class CachedTeacher:
             self.name, self.sha256 = cards[0].name, cards[0].sha256
         self.classifiers = [load_classifier(card.card_path) for card in cards]  # sha256, safe_mode
         self.windows = [input_window(c.model) for c in self.classifiers]
+        final = self.ensemble if self.ensemble is not None else cards[0]  # the last calibration
         self.header = {"teacher": self.name, "teacher_sha256": self.sha256,
                        "teacher_input_size": int(self.classifiers[0].input_size),
-                       "views": list(self.views)}
-        if self.ensemble is None:
-            self.header.update(threshold=float(cards[0].threshold),
-                               temperature=float(cards[0].temperature))
-        else:
-            self.header.update(members={c.name: c.card.sha256 for c in self.classifiers},
-                               threshold=float(self.ensemble.threshold),
-                               temperature=float(self.ensemble.temperature))
+                       "threshold": float(final.threshold),
+                       "temperature": float(final.temperature), "views": list(self.views)}
+        if self.ensemble is not None:
+            self.header["members"] = dict(self.ensemble.member_sha256)
 
     def probabilities(self, rows: list[dict], framing: float) -> np.ndarray:
         from ..verdicts.calibration import calibrated
