@@ -75,6 +75,13 @@ with st.sidebar:
             key="sidebar_views_on",
             help="Off: only the models that make the verdict score the views, and the others "
                  "are compared on the faces as found, at a third of the cost.") else "verdict")
+        views_per_face = ("one" if st.checkbox(
+            "Each face seen one way, in turn", value=defaults.views_per_face == "one",
+            key="sidebar_views_per_face",
+            help="On: a person's faces in a clip take the ways in turn (as found, then each view "
+                 "above), so every way still reads the clip, at a third of the cost with two "
+                 "views. Off: every face seen every way. A photo's face is always seen every "
+                 "way.") else "all")
         with st.expander("Face detector"):
             min_confidence = st.slider("Minimum face confidence", 0.50, 0.99,
                                        defaults.min_confidence, step=0.01,
@@ -88,7 +95,7 @@ with st.sidebar:
     settings = AnalysisSettings(
         frames=frames, rule=rule, band=band, min_confidence=min_confidence,
         detect_long_side=detect_long_side, min_face_size=min_face_size, views=",".join(views),
-        views_on=views_on)
+        views_on=views_on, views_per_face=views_per_face)
     with summary:
         if not available:
             st.warning("No models in the zoo. Import one on the Models page.")

@@ -15,7 +15,7 @@ from sklearn.metrics import confusion_matrix, roc_curve
 from core.models.model_store import ModelCard
 from core.results import ENSEMBLE, NO_FACE, AnalysisResult
 from core.settings import AnalysisSettings
-from core.verdicts.views import VIEW_TEXT, parse_views
+from core.verdicts.views import ORIGINAL, VIEW_TEXT, parse_views
 from core.verdicts.ensemble import weights_text
 from core.verdicts.verdict import label_for
 
@@ -273,8 +273,12 @@ def settings_text(settings: AnalysisSettings) -> str:
     """The sidebar's one line for the analysis settings behind its popover."""
     views = parse_views(settings.views)
     by = "by every model" if settings.views_on == "all" else "by the verdict's models"
-    seen = (f"faces also scored as {' and '.join(VIEW_TEXT[v] for v in views)} {by}" if views
-            else "faces scored only as found")
+    if views and settings.views_per_face == "one":
+        seen = (f"each face seen one way in turn ("
+                f"{' / '.join(VIEW_TEXT[v] for v in (ORIGINAL, *views))}) {by}")
+    else:
+        seen = (f"faces also scored as {' and '.join(VIEW_TEXT[v] for v in views)} {by}"
+                if views else "faces scored only as found")
     return (f"{settings.frames} frames, {settings.rule.replace('_', ' ')} rule, UNCERTAIN "
             f"within {settings.band:.2f} of 0.5; {seen}.")
 

@@ -36,7 +36,7 @@ from core.models.model_store import DEFAULT_RUNTIME, RUNTIMES, save_model  # noq
 from core.models.zoo import (DEFAULT_MODELS_DIR, available_models, default_selection,  # noqa: E402
                              fitted_ensemble, load_models)
 from core.pipeline import analyze_video, make_detector  # noqa: E402
-from core.settings import AnalysisSettings  # noqa: E402
+from core.settings import VIEWS_PER_FACE, AnalysisSettings  # noqa: E402
 
 
 def decode_only(path: Path) -> float:
@@ -186,6 +186,8 @@ def main() -> None:
                              "default's runs (a model change against the one it replaces)")
     parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
                         help="what runs the models' forward passes")
+    parser.add_argument("--baseline-views-per-face", choices=VIEWS_PER_FACE, default=None,
+                        help="the baseline's views_per_face (default: the app's)")
     parser.add_argument("--baseline-runtime", choices=RUNTIMES, default=None,
                         help="also time the default verdict (of --baseline-dir, if given) with "
                              "its models on this runtime, interleaved with the default's runs")
@@ -219,10 +221,13 @@ def run(args, models_dir: Path) -> None:
     def best(fn):
         return min(fn() for _ in range(args.repeat))
 
-    def timed(models, annotated=None, ensemble=None, views=None, on=None, views_on=None):
+    def timed(models, annotated=None, ensemble=None, views=None, on=None, views_on=None,
+              per_face=None):
         chosen_settings = settings if views is None else replace(settings, views=views)
         if views_on is not None:
             chosen_settings = replace(chosen_settings, views_on=views_on)
+        if per_face is not None:
+            chosen_settings = replace(chosen_settings, views_per_face=per_face)
 
         def once():
             started = time.perf_counter()
@@ -246,8 +251,10 @@ def run(args, models_dir: Path) -> None:
         baseline_models = load_models(baseline_names, baseline_dir, runtime=baseline_runtime)
         baseline_detector = (detector if baseline_runtime == args.runtime
                              else make_detector(settings, runtime=baseline_runtime))
+        baseline_per_face = args.baseline_views_per_face or settings.views_per_face
+        baseline_label += f", views per face: {baseline_per_face}"
         baseline = timed(models=baseline_models, ensemble=fitted_ensemble(baseline_dir),
-                         on=baseline_detector)
+                         on=baseline_detector, per_face=baseline_per_face)
         baseline()                                          # warm its traces
         # Alternated, so a busier moment of the machine falls on both alike.
         pairs = [(default(), baseline()) for _ in range(args.repeat)]
@@ -257,6 +264,9 @@ def run(args, models_dir: Path) -> None:
                                  views=""))
     t_default_flip = best(timed(models=default_models, ensemble=fitted_ensemble(models_dir),
                                 views="flip"))
+    other_per_face = next(v for v in VIEWS_PER_FACE if v != settings.views_per_face)
+    t_default_other = best(timed(models=default_models, ensemble=fitted_ensemble(models_dir),
+                                 per_face=other_per_face))
     origin_five = [c for c in classifiers if get_spec(c.card.backbone).origin]
     five = timed(models=origin_five)
     t_five = best(five)
@@ -296,8 +306,9 @@ def run(args, models_dir: Path) -> None:
           + ")")
     rows = [
         ("decode only (baseline)", decode, None),
-        (f"default verdict ({len(default_models)} model(s), views {settings.views or 'none'})",
-         t_default, 2),
+        (f"default verdict ({len(default_models)} model(s), views {settings.views or 'none'}, "
+         f"per face: {settings.views_per_face})", t_default, 2),
+        (f"  the same, views per face: {other_per_face}", t_default_other, None),
         ("  the same, the crops alone", t_default_crops, None),
         ("  the same, crops and mirrors", t_default_flip, None),
         *([(f"default verdict of {baseline_label} ({len(baseline_models)} model(s); "

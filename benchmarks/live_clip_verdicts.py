@@ -89,12 +89,14 @@ def main(argv=None) -> int:
     detector = make_detector(settings)
     ensemble = fitted_ensemble(args.models_dir)
     classifiers = load_models("default", args.models_dir)
-    print(f"models: {', '.join(c.name for c in classifiers)}; views {settings.views or 'none'}; "
+    print(f"models: {', '.join(c.name for c in classifiers)}; views {settings.views or 'none'} "
+          f"(per face: {settings.views_per_face}); "
           f"band {settings.band}; camera {CAMERA[0]}x{CAMERA[1]}")
     total = Counter()
     for path in clips:
         with LiveAnalyzer(detector, classifiers, band=settings.band, margin=settings.margin,
-                          ensemble=ensemble, views=settings.views) as live:
+                          ensemble=ensemble, views=settings.views,
+                          views_per_face=settings.views_per_face) as live:
             readings = play(path, live, args.seconds)
         labels = Counter(label for label, _ in readings)
         total.update(labels)

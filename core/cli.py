@@ -18,7 +18,7 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
-    from .settings import VIEWS_ON, AnalysisSettings
+    from .settings import VIEWS_ON, VIEWS_PER_FACE, AnalysisSettings
     from .verdicts.verdict import RULES
 
     defaults = AnalysisSettings()
@@ -46,6 +46,10 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
                         help="which models score the views: verdict, those whose scores make the "
                              "verdict (the fitted ensemble's members); all, every model "
                              f"(default {defaults.views_on})")
+    parser.add_argument("--views-per-face", choices=VIEWS_PER_FACE, default=defaults.views_per_face,
+                        help="all: each face of a clip scored as found and in every view; one: "
+                             "in one of them, in turn along each person's faces (one network "
+                             f"pass a face instead of three; default {defaults.views_per_face})")
     parser.add_argument("--small-face-px", type=int, default=defaults.small_face_px,
                         help="a clip whose faces are mostly narrower than this (video pixels) "
                              "is UNCERTAIN (0: off)")
@@ -57,7 +61,8 @@ def _settings(args):
     return AnalysisSettings(frames=args.frames, rule=args.rule, band=args.band,
                             min_confidence=args.min_confidence, margin=args.margin,
                             detect_long_side=args.detect_long_side, views=args.views,
-                            views_on=args.views_on, small_face_px=args.small_face_px)
+                            views_on=args.views_on, views_per_face=args.views_per_face,
+                            small_face_px=args.small_face_px)
 
 
 def find_videos(paths: list[Path], photos: bool = False) -> list[Path]:
@@ -196,6 +201,8 @@ def cmd_evaluate(args) -> int:
     report = evaluate(videos, lambda path: ScannedResult.of(next(results)), names,
                       band=settings.band)
     report["seconds"] = time.perf_counter() - started      # the scan, not the look-ups
+    if report.get("views"):
+        report["views_per_face"] = settings.views_per_face
     print(format_report(report))
     ensemble = (fitted_ensemble(args.models_dir or DEFAULT_MODELS_DIR)
                 if args.ensemble == "fitted" else None)

@@ -27,7 +27,7 @@ from .models.model_store import Classifier
 from .verdicts import verdict as verdicts
 from .verdicts.ensemble import EnsembleCard
 from .verdicts.ensemble import choose as choose_ensemble
-from .verdicts.views import disagreement, parse_views, predict_views
+from .verdicts.views import ORIGINAL, disagreement, parse_views, predict_views
 
 FACE_ONLY_LABEL = "FACE"        # the label boxes get when no classifier is loaded
 RATE_WINDOW_SECONDS = 2.0       # frames per second are counted over this much recent time
@@ -111,13 +111,17 @@ class FrameScorer:
 
     def __init__(self, detector: FaceDetector, classifiers: Sequence[Classifier] = (),
                  band: float = 0.1, *, margin: float = 0.2, ensemble: EnsembleCard | None = None,
-                 views: str = ""):
+                 views: str = "", views_per_face: str = "all"):
         self.detector = detector
         self.classifiers = list(classifiers)
         self.band = float(band)
         self.margin = float(margin)
         self.ensemble = ensemble
         self.views = parse_views(views)
+        # "one": each frame's faces seen one way, the ways in turn frame after frame (as found,
+        # mirrored, re-encoded, ...), as a clip's analysis takes them along a person's faces.
+        self.views_per_face = views_per_face
+        self._frames_scored = 0
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -126,7 +130,8 @@ class FrameScorer:
     def __call__(self, image: np.ndarray
                  ) -> tuple[list[FaceBox], list[float], list[tuple[float, ...]]]:
         """Boxes (person ids not yet assigned), the ensemble score of each face (the mean over
-        its views, as in the video analysis) and its ensemble score in each other view."""
+        its views, as in the video analysis) and its ensemble score in each other view (NaN for
+        a view it was not scored in, with views_per_face "one")."""
         detections = self.detector.detect(image)
         if not detections:
             return [], [], []
@@ -139,14 +144,18 @@ class FrameScorer:
             for size in {c.input_size for c in self.classifiers}
         }
         mix = choose_ensemble(list(self.model_names), self.ensemble)
+        turns = None
+        if self.views_per_face == "one" and self.views:
+            turns = np.full(len(detections), self._frames_scored % (1 + len(self.views)))
+        self._frames_scored += 1
         calibrated, calibrated_views = {}, {}
         for classifier in self.classifiers:
             # Only the ensemble's score is shown live: a model outside it needs no views.
             views = self.views if classifier.name in mix.weights else ()
-            raw = predict_views(classifier, crops_by_size[classifier.input_size], views)
+            raw = predict_views(classifier, crops_by_size[classifier.input_size], views, turns)
             card = classifier.card
             calibrated[classifier.name] = np.atleast_1d(verdicts.calibrate(
-                raw.mean(axis=0), card.threshold, card.temperature))
+                np.nanmean(raw, axis=0), card.threshold, card.temperature))
             if views:
                 calibrated_views[classifier.name] = np.atleast_2d(verdicts.calibrate(
                     raw[1:], card.threshold, card.temperature))
@@ -178,7 +187,7 @@ class LiveAnalyzer:
                  classifiers: Sequence[Classifier] = (), band: float = 0.1,
                  window_seconds: float = 3.0, *, margin: float = 0.2, hold_seconds: float = 0.3,
                  ensemble: EnsembleCard | None = None, views: str = "",
-                 clock: Callable[[], float] = time.monotonic,
+                 views_per_face: str = "all", clock: Callable[[], float] = time.monotonic,
                  scorer: Callable[[np.ndarray], tuple] | None = None,
                  model_names: Sequence[str] | None = None):
         if not 0.0 <= band < 0.5:
@@ -189,7 +198,7 @@ class LiveAnalyzer:
             if detector is None:
                 raise ValueError("a LiveAnalyzer needs a detector (and models) or a scorer")
             scorer = FrameScorer(detector, classifiers, band, margin=margin, ensemble=ensemble,
-                                 views=views)
+                                 views=views, views_per_face=views_per_face)
         self._score = scorer
         self.model_names = tuple(model_names if model_names is not None
                                  else (c.name for c in classifiers))
@@ -197,6 +206,7 @@ class LiveAnalyzer:
         self.window_seconds = float(window_seconds)
         self.hold_seconds = float(hold_seconds)
         self.views = parse_views(views)
+        self.views_per_face = views_per_face
         self._clock = clock
 
         self._lock = threading.Lock()
@@ -340,9 +350,16 @@ class LiveAnalyzer:
             reasons: tuple[str, ...] = ()
             if label in ("REAL", "FAKE") and self.views:
                 # As in the video analysis: a verdict one view of the faces turns is UNCERTAIN.
-                view_means = np.mean([views for _, _, views in self._window], axis=0)
-                disagree = disagreement(label, dict(zip(self.views, map(float, view_means))),
-                                        self.band)
+                # NaN: a face not seen in that view (views_per_face "one"); there, a face seen
+                # in none of them was seen as found, and that way is read too.
+                in_view = np.array([views for _, _, views in self._window], dtype=float)
+                read = {view: in_view[:, v] for v, view in enumerate(self.views)}
+                if self.views_per_face == "one":
+                    read = {ORIGINAL: np.where(np.isnan(in_view).all(axis=1), scores, np.nan),
+                            **read}
+                disagree = disagreement(label, {view: float(np.nanmean(values))
+                                                for view, values in read.items()
+                                                if not np.isnan(values).all()}, self.band)
                 if disagree:
                     reasons, label = (disagree,), "UNCERTAIN"
             return LiveSnapshot(

@@ -25,7 +25,7 @@ from .models.model_store import Classifier
 from .results import ENSEMBLE, NO_FACE, AnalysisResult, FaceResult, ModelVerdict, PersonResult
 from .settings import AnalysisSettings
 from .faces.tracking import link_tracks
-from .verdicts.views import ORIGINAL, disagreement, parse_views, predict_views
+from .verdicts.views import ORIGINAL, disagreement, parse_views, predict_views, view_turns
 from .media.video import DecodeStats, Frame, probe, sample_frames
 
 ProgressCallback = Callable[[str, float], None]
@@ -301,8 +301,10 @@ def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
     detections_by_frame = dict(detections_per_frame)
     faces: list[FaceResult] = []
     face_keys: list[tuple[int, int]] = []
+    track_positions: list[int] = []
     for track in tracks:
-        for frame_index in sorted(track.detections):
+        for track_position, frame_index in enumerate(sorted(track.detections)):
+            track_positions.append(track_position)
             detection = track.detections[frame_index]
             position = next(i for i, d in enumerate(detections_by_frame[frame_index])
                             if d is detection)
@@ -318,6 +320,9 @@ def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
     mix = choose_ensemble(names, ensemble)
     views = parse_views(settings.views)
     viewed = viewed_models(names, mix, settings)
+    # A photo has one face a person: it is seen every way.
+    turns = (view_turns(track_positions, views)
+             if settings.views_per_face == "one" and info.kind != "image" else None)
     model_seconds: dict[str, float] = {}
     for m, classifier in enumerate(classifiers):
         t0 = time.perf_counter()
@@ -325,8 +330,8 @@ def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
         view_names = (ORIGINAL, *model_views)
         if faces:
             batch = np.stack([crops[(fi, d, classifier.input_size)] for fi, d in face_keys])
-            raw_views = predict_views(classifier, batch, model_views)
-            raw = raw_views.mean(axis=0)
+            raw_views = predict_views(classifier, batch, model_views, turns)
+            raw = np.nanmean(raw_views, axis=0)   # NaN: a view the face was not seen in
             card = classifier.card
             calibrated = np.atleast_1d(verdicts.calibrate(raw, card.threshold, card.temperature))
             calibrated_views = np.atleast_2d(
@@ -335,7 +340,8 @@ def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
                 face.raw[classifier.name] = float(r)
                 face.scores[classifier.name] = float(p)
                 face.views[classifier.name] = {v: float(calibrated_views[k, i])
-                                               for k, v in enumerate(view_names)}
+                                               for k, v in enumerate(view_names)
+                                               if not np.isnan(raw_views[k, i])}
         model_seconds[classifier.name] = time.perf_counter() - t0
         report("classify", (m + 1) / len(classifiers))
     # Every model of the ensemble scored the views (viewed_models), so the ensemble has them too.
@@ -343,7 +349,8 @@ def _judge(info, classifiers: Sequence[Classifier], settings: AnalysisSettings,
     for face in faces:
         face.scores[ENSEMBLE] = mix.face_score(face.scores)
         face.views[ENSEMBLE] = {v: mix.face_score({n: face.views[n][v] for n in mix.weights})
-                                for v in ensemble_views}
+                                for v in ensemble_views
+                                if all(v in face.views[n] for n in mix.weights)}
     timings["classify"] = sum(model_seconds.values())
 
     # Stage 4: persons and video verdicts per model and for the ensemble.
@@ -397,11 +404,15 @@ def video_verdicts(faces: Sequence[FaceResult], names: Sequence[str], settings: 
         label = verdicts.label_for(probability, settings.band)
         reasons = []
         if label != "UNCERTAIN":
-            scored = [view for view in views if view in faces[0].views.get(name, {})]
+            # Each view read from the faces seen in it: every face, or with views_per_face "one"
+            # those whose turn it was, the faces seen only as found among them.
+            checked = (ORIGINAL, *views) if settings.views_per_face == "one" else views
+            in_view = {view: [f for f in faces if view in f.views.get(name, {})]
+                       for view in checked}
             disagree = disagreement(label, {
                 view: float(verdicts.aggregate_video(
-                    _per_person(faces, lambda f: f.views[name][view]), rule=settings.rule))
-                for view in scored}, settings.band)
+                    _per_person(seen, lambda f: f.views[name][view]), rule=settings.rule))
+                for view, seen in in_view.items() if seen}, settings.band)
             if disagree:
                 reasons.append(disagree)
             if small:

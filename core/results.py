@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,10 +35,14 @@ class FaceResult:
     views: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def scored_views(face_views: dict[str, dict[str, float]]) -> dict[str, list[str]]:
-    """The views (besides the face as found) each model scored, from one face's `views`: every
-    face of an analysis is scored alike (AnalysisSettings.views, views_on)."""
-    return {name: [v for v in views if v != ORIGINAL] for name, views in face_views.items()}
+def scored_views(faces_views: Iterable[dict[str, dict[str, float]]]) -> dict[str, list[str]]:
+    """The views (besides the face as found) each model scored on any face, from the faces'
+    `views` (AnalysisSettings.views, views_on; with views_per_face "one" each face holds one)."""
+    seen: dict[str, dict[str, None]] = {}
+    for face_views in faces_views:
+        for name, views in face_views.items():
+            seen.setdefault(name, {}).update((v, None) for v in views if v != ORIGINAL)
+    return {name: list(views) for name, views in seen.items()}
 
 
 @dataclass
@@ -94,7 +99,7 @@ class AnalysisResult:
 
     @property
     def scored_views(self) -> dict[str, list[str]]:
-        return scored_views(self.faces[0].views if self.faces else {})
+        return scored_views(f.views for f in self.faces)
 
     def person_timeline(self, model: str | None = None) -> dict[int, list[tuple[float, float]]]:
         """Per person, (time, calibrated P(fake)) for each sampled frame it appears in."""

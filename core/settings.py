@@ -9,6 +9,7 @@ from .verdicts.verdict import RULES
 # each analysis, so one loaded detector serves analyses that differ only in those.
 DETECTOR_FIELDS = ("min_confidence", "detect_long_side", "min_face_size")
 VIEWS_ON = ("verdict", "all")
+VIEWS_PER_FACE = ("all", "one")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class AnalysisSettings:
     # "all", every model. The views are for the verdict a person acts on; the models compared
     # beside it are read on the crops as found, at a third of the cost (models/README.md).
     views_on: str = "verdict"
+    # Which views each face of a clip is seen in: "all", as found and in every view; "one", in
+    # one of them, in turn along each person's faces (as found, mirrored, re-encoded, as found,
+    # ...): every view still reads the clip, from a share of its faces, at one network pass a
+    # face instead of one a view (models/README.md). A photo's face is seen every way.
+    views_per_face: str = "all"
     # Faces narrower than this in the video's own pixels carry too little detail to judge: when
     # most faces of a clip are, its verdict is UNCERTAIN.
     small_face_px: int = 60
@@ -59,6 +65,9 @@ class AnalysisSettings:
         if self.views_on not in VIEWS_ON:
             raise ValueError(f"unknown views_on {self.views_on!r}; choose one of "
                              f"{', '.join(VIEWS_ON)}")
+        if self.views_per_face not in VIEWS_PER_FACE:
+            raise ValueError(f"unknown views_per_face {self.views_per_face!r}; choose one of "
+                             f"{', '.join(VIEWS_PER_FACE)}")
         if self.max_frame_pixels < 1 or self.max_image_pixels < 1 or not self.max_duration_s > 0:
             raise ValueError("max_frame_pixels, max_image_pixels and max_duration_s must be "
                              "positive")

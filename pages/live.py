@@ -71,9 +71,11 @@ scorer = app_cache.live_scorer(settings, model_names,
                                app_state.session_ensemble_mode(st.session_state))
 session.configure(
     lambda: LiveAnalyzer(scorer=scorer, model_names=model_names, band=band,
-                         window_seconds=WINDOW_SECONDS, views=settings.views),
+                         window_seconds=WINDOW_SECONDS, views=settings.views,
+                         views_per_face=settings.views_per_face),
     config_key=(tuple(model_names), app_state.session_ensemble_mode(st.session_state),
-                settings.band, settings.margin, settings.views, settings.min_confidence,
+                settings.band, settings.margin, settings.views, settings.views_per_face,
+                settings.min_confidence,
                 settings.detect_long_side, settings.min_face_size))
 
 

@@ -125,7 +125,8 @@ class Analyst:
                 detector, classifiers, mix = self._detector(settings), [], None
             self._scorers[key] = FrameScorer(detector, classifiers, settings.band,
                                              margin=settings.margin, ensemble=mix,
-                                             views=settings.views)
+                                             views=settings.views,
+                                             views_per_face=settings.views_per_face)
         return self._scorers[key]
 
     def _detector(self, settings: AnalysisSettings):

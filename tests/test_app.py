@@ -136,12 +136,16 @@ def test_the_sidebar_says_what_will_run_and_keeps_its_widgets_in_a_popover(analy
                                  "checkbox")
               for w in getattr(popovers[0], kind)}
     assert {"sidebar_frames", "sidebar_band", "sidebar_rule", "sidebar_models", "sidebar_views",
-            "sidebar_views_on", "sidebar_min_confidence", "sidebar_detect_long_side"} <= inside
+            "sidebar_views_on", "sidebar_views_per_face", "sidebar_min_confidence",
+            "sidebar_detect_long_side"} <= inside
     captions = " ".join(c.value for c in analysed.sidebar.caption)
     settings = analysed.session_state[app_state.SETTINGS_KEY]
     assert f"{FRAMES} frames, {settings.rule.replace('_', ' ')} rule" in captions
     assert f"UNCERTAIN within {settings.band:.2f} of 0.5" in captions
     assert "by the verdict's models" in captions and settings.views_on == "verdict"
+    each_in_turn = ("each face seen one way in turn (the faces as found / their mirror images / "
+                    "the faces re-encoded (JPEG quality 60))")
+    assert (each_in_turn in captions) == (settings.views_per_face == "one")
     assert "Models: " + ", ".join(current(analysed).result.models) in captions
 
 

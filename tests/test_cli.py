@@ -90,8 +90,10 @@ def test_evaluate_writes_the_schema(clips, tiny_models_dir, tmp_path, capsys):
     assert code == 0
     results = json.loads(out.read_text())
     # No dataset column: nothing per dataset.
-    assert set(results) == {"models", "datasets", "videos", "band", "seconds", "views"}
+    assert set(results) == {"models", "datasets", "videos", "band", "seconds", "views",
+                            "views_per_face"}
     assert results["datasets"] == {} and results["band"] == AnalysisSettings().band
+    assert results["views_per_face"] == AnalysisSettings().views_per_face
     names = {f"tiny_{b}" for b in ("efficientnetb7", "inceptionresnetv2", "inceptionv3",
                                    "resnet50", "vgg16")}
     # No fitted ensemble: the verdict is the mean of every model, so each scored the views.
@@ -177,6 +179,18 @@ def test_record_eval_table_and_quality_gate(tmp_path, capsys):
     assert card["metrics"]["pipeline_val_fake_called_real"] == 1
     assert set(card["metrics"]["pipeline_val_datasets"]) == {"A", "B"}
     assert card["metrics"]["pipeline_val_views"] == []      # scored on the crops as found
+    assert "pipeline_val_views_per_face" not in card["metrics"]
+    # Scored in views, each face in one of them in turn: the card says both.
+    path.write_text(json.dumps({**results, "views_per_face": "one", "views": {
+        "tiny_vgg16": ["flip", "jpeg"], "ensemble": ["flip", "jpeg"]}}))
+    assert main(["models", "record-eval", str(path), "--models-dir", str(tmp_path)]) == 0
+    card = json.loads((tmp_path / "tiny_vgg16.json").read_text())
+    assert card["metrics"]["pipeline_val_views"] == ["flip", "jpeg"]
+    assert card["metrics"]["pipeline_val_views_per_face"] == "one"
+    path.write_text(json.dumps(results))
+    assert main(["models", "record-eval", str(path), "--models-dir", str(tmp_path)]) == 0
+    card = json.loads((tmp_path / "tiny_vgg16.json").read_text())
+    assert "pipeline_val_views_per_face" not in card["metrics"]      # not a stale one
     assert card["sha256"] == sha_before
     assert main(["models", "table", "--models-dir", str(tmp_path)]) == 0
     table = capsys.readouterr().out
@@ -207,3 +221,9 @@ def test_views_on_is_an_analysis_option_with_the_verdicts_models_by_default():
     assert (default.views_on, every.views_on) == ("verdict", "all")
     with pytest.raises(SystemExit):
         parser.parse_args(["analyze", "clip.mp4", "--views-on", "some"])
+    one = _settings(parser.parse_args(["analyze", "clip.mp4", "--views-per-face", "one"]))
+    every_view = _settings(parser.parse_args(["analyze", "clip.mp4", "--views-per-face", "all"]))
+    assert (one.views_per_face, every_view.views_per_face) == ("one", "all")
+    assert default.views_per_face == AnalysisSettings().views_per_face
+    with pytest.raises(SystemExit):
+        parser.parse_args(["analyze", "clip.mp4", "--views-per-face", "two"])

@@ -304,3 +304,44 @@ def test_a_model_outside_the_fitted_ensemble_scores_no_views_live(detector, clas
     # A constant model: its calibrated P in every view is the ensemble's (threshold 0.5, T 1).
     assert scores[0] == pytest.approx(FIXED_OUTPUTS[member.name], abs=1e-4)
     assert view_scores[0] == pytest.approx((scores[0], scores[0]), abs=1e-4)
+
+
+def test_seen_one_way_live_frames_take_the_views_in_turn(detector, classifiers, monkeypatch):
+    from core.live import FrameScorer
+    from core.verdicts.ensemble import EnsembleCard
+
+    member, other = classifiers
+    seen = {c.name: [] for c in classifiers}
+    for classifier in classifiers:
+        real_predict = classifier.predict
+        monkeypatch.setattr(classifier, "predict",
+                            lambda crops, c=classifier, f=real_predict: (
+                                seen[c.name].append(len(crops)), f(crops))[1])
+    scorer = FrameScorer(detector, classifiers, band=0.1, views="flip,jpeg",
+                         ensemble=EnsembleCard(weights={member.name: 1.0}), views_per_face="one")
+    frame, _ = face_frame()
+    read = [scorer(frame) for _ in range(4)]
+    # One crop a face a frame, the ways in turn: as found, mirrored, re-encoded, as found.
+    assert seen == {member.name: [1, 1, 1, 1], other.name: [1, 1, 1, 1]}
+    assert [tuple(not np.isnan(v) for v in views[0]) for _, _, views in read] == [
+        (False, False), (True, False), (False, True), (False, False)]
+    for _, scores, views in read:
+        assert scores[0] == pytest.approx(FIXED_OUTPUTS[member.name], abs=1e-4)
+    # Each way is read from the faces seen in it, the faces seen as found among them.
+    nan = float("nan")
+    with LiveAnalyzer(detector, classifiers, band=0.1, views="flip,jpeg",
+                      views_per_face="one") as live:
+        for window, reason in (
+                ([(0.0, 0.8, (nan, nan)), (0.1, 0.3, (0.3, nan)), (0.2, 0.8, (nan, 0.8)),
+                  (0.3, 0.8, (nan, nan))], "mirror images say REAL (0.30)"),
+                ([(0.0, 0.3, (nan, nan)), (0.1, 0.8, (0.8, nan)), (0.2, 0.8, (nan, 0.8)),
+                  (0.3, 0.8, (nan, 0.8)), (0.4, 0.8, (0.8, nan))], "as found say REAL (0.30)"),
+                ([(0.0, 0.8, (nan, nan)), (0.1, 0.8, (0.8, nan))], None)):
+            with live._lock:
+                live._window.clear()
+                live._window.extend(window)
+            snap = live.snapshot()
+            if reason is None:
+                assert snap.verdict_label == "FAKE" and snap.reasons == ()
+            else:
+                assert snap.verdict_label == "UNCERTAIN" and reason in snap.reasons[0]

@@ -63,6 +63,16 @@ def test_each_format_is_read_upright_and_its_face_judged(tmp_path, detector, alw
     assert result.verdict.label == "FAKE" and result.kind == "image"
 
 
+def test_a_photos_face_is_seen_every_way_even_where_a_clips_faces_take_turns(
+        tmp_path, detector, always_fake_models):
+    path = fixtures.make_face_photo(tmp_path / "face.jpg")
+    for per_face in ("all", "one"):
+        settings = AnalysisSettings(views="flip,jpeg", views_per_face=per_face)
+        [face] = analyze_image(path, detector, always_fake_models, settings,
+                               keep_images=False).faces
+        assert all(set(views) == {"original", "flip", "jpeg"} for views in face.views.values())
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_honoured_and_the_box_drawn_on_the_face(
         tmp_path, detector, always_fake_models, orientation):

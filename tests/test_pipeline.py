@@ -228,6 +228,49 @@ def test_only_the_verdicts_models_score_the_views_unless_every_model_is_asked(
         AnalysisSettings(views_on="some")
 
 
+def test_seen_one_way_each_face_takes_the_views_in_turn_for_one_pass_not_three(
+        face_result, two_models, face_clip, detector, monkeypatch):
+    rows = []
+    for classifier in two_models:
+        predict = classifier.predict
+        monkeypatch.setattr(classifier, "predict",
+                            lambda batch, predict=predict: rows.append(len(batch)) or predict(batch))
+    one = analyze_video(face_clip, detector, two_models,
+                        AnalysisSettings(frames=8, views_per_face="one"))
+    faces = len(one.faces)
+    assert faces == 8 and rows == [faces, faces]        # every face once per model
+    for k, (turn, every) in enumerate(zip(one.faces, face_result.faces)):
+        own = ("original", "flip", "jpeg")[k % 3]       # the person's faces in frame order
+        for classifier in two_models:
+            name, card = classifier.name, classifier.card
+            # The face in its one way scores as when it is seen every way, and that is its P.
+            assert set(turn.views[name]) == {own}
+            assert turn.views[name][own] == pytest.approx(every.views[name][own], abs=1e-5)
+            assert turn.scores[name] == pytest.approx(turn.views[name][own], abs=1e-9)
+            assert turn.raw[name] == pytest.approx(
+                _raw(turn.views[name][own], card.threshold, card.temperature), abs=1e-5)
+        assert set(turn.views[ENSEMBLE]) == {own}
+    assert one.scored_views == {c.name: ["flip", "jpeg"] for c in two_models} | {
+        ENSEMBLE: ["flip", "jpeg"]}
+    # Each way is read from the faces seen in it: one that reads the other way turns the verdict
+    # UNCERTAIN although it holds a third of the faces; the faces as found are a way too.
+    import dataclasses
+
+    sure = AnalysisSettings(frames=8, views_per_face="one", band=0.1)
+    for odd_way in (None, "flip", "original"):
+        faces = [dataclasses.replace(f, scores={**f.scores, ENSEMBLE: 0.95}, views={
+            **f.views, ENSEMBLE: {v: (0.05 if v == odd_way else 0.95)
+                                  for v in f.views[ENSEMBLE]}}) for f in one.faces]
+        verdict = video_verdicts(faces, one.models, sure)[ENSEMBLE]
+        assert verdict.label == ("FAKE" if odd_way is None else "UNCERTAIN")
+        if odd_way == "flip":
+            assert "their mirror images say REAL" in verdict.reasons[0]
+        if odd_way == "original":
+            assert "the faces as found say REAL" in verdict.reasons[0]
+    with pytest.raises(ValueError, match="views_per_face"):
+        AnalysisSettings(views_per_face="two")
+
+
 def _raw(calibrated, threshold, temperature):
     """The network output behind a calibrated score (verdict.calibrate inverted)."""
     logit = lambda p: np.log(p) - np.log1p(-p)  # noqa: E731

@@ -7,7 +7,8 @@ import pytest
 from core.pipeline import small_faces_reason
 from core.results import FaceResult
 from core.settings import AnalysisSettings
-from core.verdicts.views import (VIEW_QUALITY, all_views, jpeg_recompress, parse_views, view_batch)
+from core.verdicts.views import (VIEW_QUALITY, all_views, jpeg_recompress, parse_views,
+                                 predict_views, view_batch, view_turns)
 
 
 def _crops(n: int = 3, size: int = 16, seed: int = 0) -> np.ndarray:
@@ -122,3 +123,34 @@ def test_small_faces_reason_off_or_no_faces():
     assert small_faces_reason([], 60) is None
     assert small_faces_reason(small, 21) == ("4 of the 4 faces are smaller than 21 px "
                                              "(median 20 px): too little detail to judge")
+
+
+class _MeanPixel:
+    """Scores a crop by its pixels weighted by column (so a mirror scores otherwise): which crop
+    in which view reached which cell is then readable."""
+
+    def predict(self, batch):
+        batch = np.asarray(batch, dtype=np.float64)
+        return (batch * np.arange(batch.shape[2])[None, None, :, None]).mean(axis=(1, 2, 3))
+
+
+def test_predict_views_with_turns_scores_each_face_in_its_own_view_only():
+    crops = _crops(7)
+    views = ("flip", "jpeg")
+    turns = view_turns([0, 1, 2, 3, 4, 0, 1], views)
+    # Along a person's faces: as found, mirrored, re-encoded, as found, ...
+    np.testing.assert_array_equal(turns, [0, 1, 2, 0, 1, 0, 1])
+    every = predict_views(_MeanPixel(), crops, views)
+    one = predict_views(_MeanPixel(), crops, views, turns)
+    assert one.shape == every.shape == (3, 7)
+    assert not np.allclose(every[0], every[1])          # the mirror is told apart
+    for face, turn in enumerate(turns):
+        np.testing.assert_allclose(one[turn, face], every[turn, face])
+        assert np.isnan(np.delete(one[:, face], turn)).all()
+    # One view a face: the batch holds each face once.
+    sizes = []
+    counting = _MeanPixel()
+    counting.predict = lambda batch, f=counting.predict: sizes.append(len(batch)) or f(batch)
+    predict_views(counting, crops, views, turns)
+    assert sizes == [7]
+    assert view_turns([0, 1], ()) is None

@@ -198,5 +198,5 @@ def schema_only(report: dict) -> dict:
     from .metrics import clean
 
     return clean({k: report[k] for k in ("models", "datasets", "videos", "band", "seconds",
-                                         "views")
+                                         "views", "views_per_face")
                   if k in report})

@@ -128,7 +128,17 @@ def _pipeline_metrics(results: dict, name: str, band: float) -> dict:
     if name in results.get("views", {}):
         # The views its faces were also scored as: ["flip", "jpeg"] or [] (the crops as found).
         values["pipeline_val_views"] = list(results["views"][name])
+        if results["views"][name] and "views_per_face" in results:
+            # "all": every face in every view; "one": each face in one, in turn.
+            values["pipeline_val_views_per_face"] = results["views_per_face"]
     return clean(values)
+
+
+def _recorded(metrics: dict, values: dict) -> dict:
+    """A card's metrics with a new evaluation's values; how its views were scored is the new
+    evaluation's only, never left over from an earlier one."""
+    kept = {k: v for k, v in metrics.items() if k != "pipeline_val_views_per_face"}
+    return {**kept, **values}
 
 
 def record_evaluation(results: dict, models_dir: str | Path = DEFAULT_MODELS_DIR,
@@ -149,12 +159,12 @@ def record_evaluation(results: dict, models_dir: str | Path = DEFAULT_MODELS_DIR
         card = cards[name]
         values = _pipeline_metrics(results, name, band)
         values[ENSEMBLE_AUC_KEY] = ensemble.get("auc")
-        update_card(card, metrics={**card.metrics, **values})
+        update_card(card, metrics=_recorded(card.metrics, values))
         updated.append(name)
     fitted = fitted_ensemble(models_dir, cards)
     if fitted is not None and "ensemble" in results["models"] \
             and set(fitted.members) <= set(results["models"]):
-        fitted.metrics = {**fitted.metrics, **_pipeline_metrics(results, "ensemble", band)}
+        fitted.metrics = _recorded(fitted.metrics, _pipeline_metrics(results, "ensemble", band))
         fitted.save(fitted.card_path)
         updated.append("ensemble")
     return updated

@@ -32,6 +32,9 @@ def without_views(result: AnalysisResult, models=None) -> AnalysisResult:
     view: each of their faces' P is its original view's, as AnalysisSettings.views_on leaves a
     model outside the verdict."""
     models = set(result.scored_views) if models is None else set(models)
+    if any(ORIGINAL not in f.views.get(m, {ORIGINAL: 0}) for f in result.faces for m in models):
+        raise ValueError("without_views needs an analysis whose faces were all scored as found "
+                         "(views_per_face all)")
     faces = [dataclasses.replace(
         f, scores={m: (f.views[m][ORIGINAL] if m in models else p) for m, p in f.scores.items()},
         views={m: ({ORIGINAL: v[ORIGINAL]} if m in models else v) for m, v in f.views.items()})

@@ -131,7 +131,7 @@ class ScannedResult:
         self.no_face = bool(report["no_face"])
         self.verdicts = {name: ModelVerdict(**v) for name, v in report["verdicts"].items()}
         faces = report.get("faces") or []
-        self.scored_views = scored_views(faces[0].get("views", {}) if faces else {})
+        self.scored_views = scored_views(f.get("views", {}) for f in faces)
 
     @classmethod
     def of(cls, outcome: Outcome) -> "ScannedResult":

@@ -49,10 +49,33 @@ def all_views(crops: np.ndarray, views: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([crops, *(view_batch(crops, v) for v in views)])
 
 
-def predict_views(classifier, crops: np.ndarray, views: tuple[str, ...]) -> np.ndarray:
+def predict_views(classifier, crops: np.ndarray, views: tuple[str, ...],
+                  turns: np.ndarray | None = None) -> np.ndarray:
     """Raw P(fake) of each face (columns) in each view (rows: the crops as they are, then each
-    of `views`), from one predict call."""
-    return classifier.predict(all_views(crops, views)).reshape(1 + len(views), len(crops))
+    of `views`), from one predict call. With `turns` (each face's row), a face is scored in that
+    one view only and its other cells are NaN."""
+    if turns is None or not views:
+        return classifier.predict(all_views(crops, views)).reshape(1 + len(views), len(crops))
+    turns = np.asarray(turns)
+    rows = [np.flatnonzero(turns == k) for k in range(1 + len(views))]
+    batch = np.concatenate([crops[faces] if view == ORIGINAL else view_batch(crops[faces], view)
+                            for faces, view in zip(rows, (ORIGINAL, *views)) if len(faces)])
+    scores = np.asarray(classifier.predict(batch), dtype=np.float64).reshape(-1)
+    raw = np.full((1 + len(views), len(crops)), np.nan)
+    start = 0
+    for k, faces in enumerate(rows):
+        raw[k, faces] = scores[start:start + len(faces)]
+        start += len(faces)
+    return raw
+
+
+def view_turns(track_positions, views: tuple[str, ...]) -> np.ndarray | None:
+    """Each face's one view, as a row of predict_views, when each face is seen one way: the
+    views in turn along a person's faces, the face as found first (as found, mirrored,
+    re-encoded, as found, ...); None where there is no other view."""
+    if not views:
+        return None
+    return np.asarray(track_positions, dtype=int) % (1 + len(views))
 
 
 def disagreement(label: str, view_probabilities: dict[str, float], band: float) -> str | None:
