@@ -282,18 +282,24 @@ def test_views_that_agree_keep_the_verdict_and_views_that_disagree_make_it_uncer
     assert len(snap.reasons) == 1 and "mirror images say REAL (0.30)" in snap.reasons[0]
 
 
-def test_a_model_outside_the_fitted_ensemble_scores_no_views_live(detector, classifiers,
-                                                                  monkeypatch):
-    from core.live import FrameScorer
-    from core.verdicts.ensemble import EnsembleCard
-
-    member, other = classifiers
+def _count_crops(classifiers, monkeypatch) -> dict[str, list[int]]:
+    """Each classifier's predict calls, as the number of crops in each, while it still scores."""
     seen = {c.name: [] for c in classifiers}
     for classifier in classifiers:
         real_predict = classifier.predict
         monkeypatch.setattr(classifier, "predict",
                             lambda crops, c=classifier, f=real_predict: (
                                 seen[c.name].append(len(crops)), f(crops))[1])
+    return seen
+
+
+def test_a_model_outside_the_fitted_ensemble_scores_no_views_live(detector, classifiers,
+                                                                  monkeypatch):
+    from core.live import FrameScorer
+    from core.verdicts.ensemble import EnsembleCard
+
+    member, other = classifiers
+    seen = _count_crops(classifiers, monkeypatch)
     scorer = FrameScorer(detector, classifiers, band=0.1, views="flip,jpeg",
                          ensemble=EnsembleCard(weights={member.name: 1.0}))
     frame, _ = face_frame()
@@ -311,12 +317,7 @@ def test_seen_one_way_live_frames_take_the_views_in_turn(detector, classifiers, 
     from core.verdicts.ensemble import EnsembleCard
 
     member, other = classifiers
-    seen = {c.name: [] for c in classifiers}
-    for classifier in classifiers:
-        real_predict = classifier.predict
-        monkeypatch.setattr(classifier, "predict",
-                            lambda crops, c=classifier, f=real_predict: (
-                                seen[c.name].append(len(crops)), f(crops))[1])
+    seen = _count_crops(classifiers, monkeypatch)
     scorer = FrameScorer(detector, classifiers, band=0.1, views="flip,jpeg",
                          ensemble=EnsembleCard(weights={member.name: 1.0}), views_per_face="one")
     frame, _ = face_frame()
