@@ -173,7 +173,7 @@ def test_record_eval_table_and_quality_gate(tmp_path, capsys):
     card = json.loads((tmp_path / "tiny_vgg16.json").read_text())
     assert card["metrics"]["pipeline_val_video_auc"] == pytest.approx(0.8)
     assert card["metrics"]["ensemble_val_video_auc"] == 0.9
-    # At the default band (0.12: P >= 0.62 FAKE, < 0.38 REAL): the real clip at 0.7 is called
+    # At the default band (0.11: P >= 0.61 FAKE, < 0.39 REAL): the real clip at 0.7 is called
     # FAKE and the fake at 0.35 REAL.
     assert card["metrics"]["pipeline_val_real_called_fake"] == 1
     assert card["metrics"]["pipeline_val_fake_called_real"] == 1

@@ -21,7 +21,8 @@ from core.verdicts.ensemble import EnsembleCard
 from tests import fixtures
 from tests.conftest import make_tiny_model
 
-SETTINGS = AnalysisSettings(frames=8)
+# Every face seen every way: the tests below compare the ways one face is seen.
+SETTINGS = AnalysisSettings(frames=8, views_per_face="all")
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +201,8 @@ def test_only_the_verdicts_models_score_the_views_unless_every_model_is_asked(
     fitted = EnsembleCard(weights={member: 1.0}, threshold=0.45, temperature=1.2)
     verdict_only = analyze_video(face_clip, detector, two_models, SETTINGS, ensemble=fitted)
     every = analyze_video(face_clip, detector, two_models,
-                          AnalysisSettings(frames=8, views_on="all"), ensemble=fitted)
+                          AnalysisSettings(frames=8, views_on="all", views_per_face="all"),
+                          ensemble=fitted)
     assert verdict_only.primary == ENSEMBLE
     for lean, full, viewed in zip(verdict_only.faces, every.faces, face_result.faces):
         assert set(lean.views[member]) == set(lean.views[ENSEMBLE]) == {"original", "flip", "jpeg"}
