@@ -13,17 +13,16 @@ No model runs: the reports hold every face's calibrated P in each view."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.evaluation.evaluate import load_labels, summarise  # noqa: E402
+from core.evaluation.evaluate import summarise  # noqa: E402
 from core.pipeline import video_verdicts  # noqa: E402
-from core.results import ENSEMBLE, AnalysisResult  # noqa: E402
+from core.results import ENSEMBLE  # noqa: E402
 from core.robustness.band import without_views  # noqa: E402
-from core.robustness.bench import content_key  # noqa: E402
+from core.robustness.bench import labelled_reports  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,17 +32,10 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default=None)
     args = parser.parse_args(argv)
 
-    label_of = {content_key(v.path): v.label for v in load_labels(args.labels, split=args.split)}
     rows: dict[str, dict[str, list[dict]]] = {"views": {}, "crops": {}}
     differ: dict[str, int] = {}
     band = None
-    for path in sorted(args.reports.glob("*__*.json")):
-        transform, clip = path.stem.split("__", 1)
-        if clip not in label_of:
-            continue
-        result = AnalysisResult.from_dict(json.loads(path.read_text()))
-        if not result.faces:
-            continue
+    for transform, clip, label, result in labelled_reports(args.reports, args.labels, args.split):
         band = result.settings.band
         # The models outside the verdict: with views_on "verdict" they score no view.
         beside = [m for m in result.models if m not in result.ensemble.get("weights", {})]
@@ -52,7 +44,7 @@ def main(argv=None) -> int:
                                         result.settings)}
         for way, verdicts in both.items():
             rows[way].setdefault(transform, []).append({
-                "label": label_of[clip],
+                "label": label,
                 "scores": {m: verdicts[m].probability for m in [*result.models, ENSEMBLE]},
                 "calls": {m: verdicts[m].label for m in [*result.models, ENSEMBLE]}})
         for m in result.models:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -25,12 +24,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.evaluation.evaluate import load_labels  # noqa: E402
 from core.models.zoo import DEFAULT_MODELS_DIR, available_models, fitted_ensemble  # noqa: E402
 from core.pipeline import video_verdicts  # noqa: E402
 from core.results import ENSEMBLE, AnalysisResult  # noqa: E402
 from core.robustness.band import count_calls  # noqa: E402
-from core.robustness.bench import content_key  # noqa: E402
+from core.robustness.bench import labelled_reports  # noqa: E402
 from core.verdicts.calibration import logit  # noqa: E402
 from core.verdicts.verdict import calibrate  # noqa: E402
 from core.verdicts.views import ORIGINAL  # noqa: E402
@@ -93,20 +91,13 @@ def main(argv=None) -> int:
         print(f"no current fitted ensemble in {args.models_dir}")
         return 1
     bands = [float(b) for b in args.bands.split(",")]
-    label_of = {content_key(v.path): v.label for v in load_labels(args.labels, split=args.split)}
     # (way, band) -> set -> [(label, verdict)]
     calls: dict[tuple[str, float], dict[str, list]] = {}
     analyses = 0
-    for path in sorted(args.reports.glob("*__*.json")):
-        transform, clip = path.stem.split("__", 1)
-        if clip not in label_of:
-            continue
-        result = AnalysisResult.from_dict(json.loads(path.read_text()))
-        if not result.faces:
-            continue
+    for transform, clip, truth, result in labelled_reports(args.reports, args.labels, args.split):
         if any(set(f.views.get(ENSEMBLE, {})) != {ORIGINAL, *result.scored_views[ENSEMBLE]}
                for f in result.faces) or not result.scored_views.get(ENSEMBLE):
-            print(f"{path.name}: not every face was seen every way; run the benchmark with "
+            print(f"{transform}__{clip}: not every face was seen every way; run the benchmark with "
                   "--views-per-face all")
             return 1
         analyses += 1
@@ -116,7 +107,7 @@ def main(argv=None) -> int:
                 settings = dataclasses.replace(seen.settings, band=band)
                 label = video_verdicts(seen.faces, seen.models, settings)[ENSEMBLE].label
                 calls.setdefault((way, band), {}).setdefault(transform, []).append(
-                    (label_of[clip], label))
+                    (truth, label))
     print(f"{analyses} analyses; per way and band, over all sets: real called FAKE, fakes called "
           "REAL, decided, right (the sets with a real clip called FAKE)")
     for way in WAYS:

@@ -209,3 +209,21 @@ def markdown_table(results: dict, model: str = ENSEMBLE) -> str:
     for name, description, cells in _rows(results, model):
         rows.append(f"| {name}: {description} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def labelled_reports(folder: Path, labels: Path, split: str | None = None):
+    """(transform, clip key, label, AnalysisResult) of each stored report in a folder whose clip
+    is among the labelled videos and has faces: what the benchmarks re-deciding reports read."""
+    import json
+
+    from ..evaluation.evaluate import load_labels
+    from ..results import AnalysisResult
+
+    label_of = {content_key(v.path): v.label for v in load_labels(labels, split=split)}
+    for path in sorted(Path(folder).glob("*__*.json")):
+        transform, clip = path.stem.split("__", 1)
+        if clip not in label_of:
+            continue
+        result = AnalysisResult.from_dict(json.loads(path.read_text()))
+        if result.faces:
+            yield transform, clip, label_of[clip], result
