@@ -248,6 +248,22 @@ def cmd_robustness(args) -> int:
     return 0
 
 
+def _held_weights(text: str | None, names: list[str]) -> dict[str, float] | None:
+    """--weights NAME=W,...: the weights to hold while the calibration is fitted."""
+    if not text:
+        return None
+    held = {}
+    for part in text.split(","):
+        name, _, value = part.strip().partition("=")
+        if name not in names:
+            raise SystemExit(f"--weights: {name!r} is not one of the models run ({', '.join(names)})")
+        try:
+            held[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"--weights: {part.strip()!r} is not NAME=WEIGHT") from None
+    return held
+
+
 def cmd_models_fit_ensemble(args) -> int:
     """Analyse the labelled videos once with every chosen model, fit the ensemble's weights and
     calibration on them, and write MODELS_DIR/ensemble.json."""
@@ -285,15 +301,17 @@ def cmd_models_fit_ensemble(args) -> int:
             print(f"warning: {path}: {error}")
             faces = []
         fitted.append(VideoFaces(label, faces))
+    held = _held_weights(args.weights, names)
     card = fit_ensemble(
         fitted, names, rule=settings.rule, band=settings.band,
         member_sha256={c.name: c.card.sha256 for c in classifiers},
-        min_temperature=args.min_temperature,
+        min_temperature=args.min_temperature, weights=held,
         fitted_on={"labels": str(args.labels), "split": args.split, "videos": len(videos),
                    "transforms": transforms, "clips": len(clips),
                    "min_temperature": args.min_temperature,
                    "settings": settings.to_dict(),
-                   "search": "simplex grid in quarters, max video AUC, then calibration"})
+                   "search": ("weights held, calibration fitted" if held else
+                              "simplex grid in quarters, max video AUC, then calibration")})
     out = (args.models_dir or DEFAULT_MODELS_DIR) / ENSEMBLE_CARD
     card.save(out)
     m = card.metrics
@@ -449,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--min-temperature", type=float, default=1.0,
                      help="the lowest ensemble temperature searched (default 1: the verdict is "
                           "never surer than its members)")
+    fit.add_argument("--weights", default=None,
+                     help="NAME=W,...: hold these member weights and fit only the threshold and "
+                          "temperature (default: search the weights too)")
     fit.set_defaults(run=cmd_models_fit_ensemble, models="all")
     table = model_commands.add_parser("table", help="the model zoo table (markdown) from the cards")
     table.add_argument("--models-dir", type=Path, default=None)

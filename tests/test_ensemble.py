@@ -69,6 +69,25 @@ def test_fitted_ensemble_is_never_worse_than_its_best_member_and_weights_the_inf
     assert card.metrics["val_video_log_loss"] <= ens.video_log_loss(labels, raw) + 1e-9
 
 
+def test_held_weights_are_kept_and_only_the_calibration_is_fitted():
+    videos = _synthetic_videos()
+    members = ["good", "noise", "weak"]
+    searched = fit_ensemble(videos, members, rule="confident", band=0.1)
+    held = fit_ensemble(videos, members, rule="confident", band=0.1,
+                        weights={"good": 1, "weak": 3})
+    assert held.weights == {"good": 0.25, "weak": 0.75}
+    assert held.weights != searched.weights
+    assert held.metrics["candidates"] == 1
+    assert ens.TEMPERATURE_RANGE[0] < held.temperature < ens.TEMPERATURE_RANGE[1]
+    labels = [v.label for v in videos]
+    raw = ens.video_scores(videos, members, np.array([0.25, 0.0, 0.75]), "confident")
+    assert held.metrics["val_video_log_loss"] < ens.video_log_loss(labels, raw)
+    with pytest.raises(ValueError, match="held weights"):
+        fit_ensemble(videos, members, rule="confident", weights={"absent": 1.0})
+    with pytest.raises(ValueError, match="held weights"):
+        fit_ensemble(videos, members, rule="confident", weights={"good": 0.0})
+
+
 def test_a_constant_member_cannot_enter_to_rescale_the_others():
     videos = _synthetic_videos(seed=1)
     for video in videos:

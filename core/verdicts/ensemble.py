@@ -244,7 +244,8 @@ def fit_ensemble(videos: Sequence[VideoFaces], members: Sequence[str], *, rule: 
                  band: float = 0.1, steps: int = GRID_STEPS,
                  member_sha256: Mapping[str, str] | None = None,
                  fitted_on: Mapping | None = None,
-                 min_temperature: float = TEMPERATURE_RANGE[0]) -> EnsembleCard:
+                 min_temperature: float = TEMPERATURE_RANGE[0],
+                 weights: Mapping[str, float] | None = None) -> EnsembleCard:
     """Weights on the simplex grid maximising video AUC (ties: lower log loss, then fewer
     members), then the ensemble's threshold (balanced accuracy) and temperature (video log loss).
 
@@ -256,7 +257,11 @@ def fit_ensemble(videos: Sequence[VideoFaces], members: Sequence[str], *, rule: 
 
     `min_temperature`: the ensemble's temperature is searched from here up. A temperature below 1
     sharpens the members' scores: it makes the verdict surer than its members, which a few dozen
-    clips cannot justify."""
+    clips cannot justify.
+
+    `weights`: hold these weights (normalised to sum 1) and fit only the threshold and
+    temperature: a setting that changes how faces are scored (the views, say) moves the
+    calibration, while a weight search on the same few dozen clips mostly moves the noise."""
     members = list(members)
     labels = np.array([v.label for v in videos], dtype=int)
     if len(set(labels.tolist())) < 2:
@@ -269,7 +274,16 @@ def fit_ensemble(videos: Sequence[VideoFaces], members: Sequence[str], *, rule: 
     if not eligible:
         eligible = [max(members, key=lambda m: single_auc[m])]
     candidates = []
-    for grid_weights in simplex_grid(len(eligible), steps):
+    if weights is not None:
+        unknown = sorted(set(weights) - set(members))
+        if unknown or not any(w > 0 for w in weights.values()):
+            raise ValueError(f"held weights must name members with a positive weight: {unknown}")
+        held = np.array([max(float(weights.get(m, 0.0)), 0.0) for m in members])
+        held = held / held.sum()
+        scores = video_scores(videos, members, held, rule)
+        candidates.append((_auc(labels, scores), -video_log_loss(labels, scores),
+                           -int(np.count_nonzero(held)), tuple(held)))
+    for grid_weights in ([] if weights is not None else simplex_grid(len(eligible), steps)):
         weights = np.array([grid_weights[eligible.index(m)] if m in eligible else 0.0
                             for m in members])
         scores = video_scores(videos, members, weights, rule)
