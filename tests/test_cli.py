@@ -227,3 +227,14 @@ def test_views_on_is_an_analysis_option_with_the_verdicts_models_by_default():
     assert default.views_per_face == AnalysisSettings().views_per_face
     with pytest.raises(SystemExit):
         parser.parse_args(["analyze", "clip.mp4", "--views-per-face", "two"])
+
+
+def test_fit_ensemble_held_weights_are_read_by_name_and_bad_ones_refused():
+    from core.cli import _held_weights
+
+    assert _held_weights(None, ["a", "b"]) is None
+    assert _held_weights("a=0.5, b=1.5", ["a", "b"]) == {"a": 0.5, "b": 1.5}
+    with pytest.raises(SystemExit, match="not one of the models run"):
+        _held_weights("c=1", ["a", "b"])
+    with pytest.raises(SystemExit, match="not NAME=WEIGHT"):
+        _held_weights("a", ["a", "b"])
