@@ -27,6 +27,20 @@ BATCH = 32
 WARM_UP = 2
 
 
+def interleaved_ms_per_face(predicts, sides, rounds: int, dtype=np.uint8) -> list[list[float]]:
+    """ms per face of each predict over `rounds` batches of random faces at its side, every
+    predict once a round so that all see the same load; the warm-up rounds are dropped."""
+    rng = np.random.default_rng(0)
+    per_face = [[] for _ in predicts]
+    for _ in range(rounds + WARM_UP):
+        for predict, side, times in zip(predicts, sides, per_face):
+            faces = rng.integers(0, 256, (BATCH, side, side, 3), dtype=np.uint8).astype(dtype)
+            started = time.perf_counter()
+            predict(faces)
+            times.append((time.perf_counter() - started) / BATCH * 1000)
+    return [times[WARM_UP:] for times in per_face]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("baseline", type=Path, help="the card of the model it replaces")
@@ -35,17 +49,9 @@ def main() -> None:
     args = parser.parse_args()
 
     models = [load_classifier(args.baseline), load_classifier(args.candidate)]
-    rng = np.random.default_rng(0)
-    per_face = {m.name: [] for m in models}
-    for _ in range(args.rounds + WARM_UP):
-        for model in models:
-            size = model.input_size
-            faces = rng.integers(0, 256, (BATCH, size, size, 3), dtype=np.uint8)
-            started = time.perf_counter()
-            model.predict(faces)
-            per_face[model.name].append((time.perf_counter() - started) / BATCH * 1000)
-    for role, model in zip(("baseline", "candidate"), models):
-        times = per_face[model.name][WARM_UP:]
+    per_face = interleaved_ms_per_face([m.predict for m in models],
+                                       [m.input_size for m in models], args.rounds)
+    for role, model, times in zip(("baseline", "candidate"), models, per_face):
         print(f"{role:<9} {model.name:<40} {model.input_size:>4} px  median "
               f"{np.median(times):6.2f} ms per face  min {min(times):6.2f}")
 

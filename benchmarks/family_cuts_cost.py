@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -28,10 +27,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-BATCH = 32
+from benchmarks.compare_model_cost import interleaved_ms_per_face  # noqa: E402
+
 FILE_BUDGET_MB = 25.0  # issue #23: each model file
 BYTES_PER_PARAM = 4  # float32 weights; the .keras file is a little larger
-WARM_UP = 2
 # Shallower and larger, deeper and smaller: the trade the budget allows around each card.
 CANDIDATES = {
     "efficientnetb7": [("block2a_activation", 160), ("block2g_add", 112), ("block3g_add", 96)],
@@ -64,7 +63,6 @@ def main() -> None:
     print("| family | cut | backbone input | params | weights, MB | ms per face (median) | x card "
           "| within budget |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    rng = np.random.default_rng(0)
     for family in [f.strip() for f in args.families.split(",") if f.strip()]:
         card = cards.get(family)
         if card is None:
@@ -77,21 +75,17 @@ def main() -> None:
                    if (depth, size) != (card["depth"], backbone_size)]
         models = [build_classifier(family, depth=depth, input_size=size, framing=framing)
                   for _, depth, size in shapes]
-        times = [[] for _ in models]
-        for _ in range(args.rounds + WARM_UP):
-            for i, model in enumerate(models):
-                side = model.input_shape[1]
-                faces = rng.uniform(0, 255, (BATCH, side, side, 3)).astype("float32")
-                started = time.perf_counter()
-                model.predict_on_batch(faces)
-                times[i].append((time.perf_counter() - started) / BATCH * 1000)
-        medians = [float(np.median(t[WARM_UP:])) for t in times]
+        times = interleaved_ms_per_face([m.predict_on_batch for m in models],
+                                        [m.input_shape[1] for m in models], args.rounds,
+                                        dtype=np.float32)
+        medians = [float(np.median(t)) for t in times]
         for (role, depth, size), model, median in zip(shapes, models, medians):
             ratio = median / medians[0]
             cut = f"{depth} (card)" if role else depth
-            megabytes = model.count_params() * BYTES_PER_PARAM / 1e6
+            params = model.count_params()
+            megabytes = params * BYTES_PER_PARAM / 1e6
             within = ratio <= 1.05 and megabytes <= FILE_BUDGET_MB
-            print(f"| {family} | {cut} | {size} | {model.count_params() / 1e6:.2f} M | "
+            print(f"| {family} | {cut} | {size} | {params / 1e6:.2f} M | "
                   f"{megabytes:.1f} | {median:.2f} | {ratio:.2f} | {'yes' if within else 'no'} |",
                   flush=True)
 

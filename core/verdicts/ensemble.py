@@ -273,22 +273,20 @@ def fit_ensemble(videos: Sequence[VideoFaces], members: Sequence[str], *, rule: 
     eligible = [m for m in members if intervals[m] is not None and intervals[m][0] > 0.5]
     if not eligible:
         eligible = [max(members, key=lambda m: single_auc[m])]
-    candidates = []
     if weights is not None:
         unknown = sorted(set(weights) - set(members))
         if unknown or not any(w > 0 for w in weights.values()):
             raise ValueError(f"held weights must name members with a positive weight: {unknown}")
         held = np.array([max(float(weights.get(m, 0.0)), 0.0) for m in members])
-        held = held / held.sum()
-        scores = video_scores(videos, members, held, rule)
+        trials = [held / held.sum()]
+    else:
+        trials = [np.array([grid[eligible.index(m)] if m in eligible else 0.0 for m in members])
+                  for grid in simplex_grid(len(eligible), steps)]
+    candidates = []
+    for trial in trials:
+        scores = video_scores(videos, members, trial, rule)
         candidates.append((_auc(labels, scores), -video_log_loss(labels, scores),
-                           -int(np.count_nonzero(held)), tuple(held)))
-    for grid_weights in ([] if weights is not None else simplex_grid(len(eligible), steps)):
-        weights = np.array([grid_weights[eligible.index(m)] if m in eligible else 0.0
-                            for m in members])
-        scores = video_scores(videos, members, weights, rule)
-        candidates.append((_auc(labels, scores), -video_log_loss(labels, scores),
-                           -int(np.count_nonzero(weights)), tuple(weights)))
+                           -int(np.count_nonzero(trial)), tuple(trial)))
     best = max(candidates)
     weights = np.array(best[3])
     raw = video_scores(videos, members, weights, rule)
