@@ -17,7 +17,6 @@ Which of them is worth training is the val AUC's to say, not this script's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -41,13 +40,12 @@ CANDIDATES = {
 }
 
 
-def shipped_cards(models_dir: Path) -> dict[str, dict]:
-    cards = {}
-    for path in sorted(models_dir.glob("*.json")):
-        card = json.loads(path.read_text())
-        if card.get("backbone") in CANDIDATES:
-            cards[card["backbone"]] = card
-    return cards
+def shipped_cards(models_dir: Path) -> dict:
+    """family -> its card, read and checked by the zoo as the app reads them."""
+    from core.models.zoo import available_models
+
+    return {card.backbone: card for card in available_models(models_dir).values()
+            if card.backbone in CANDIDATES}
 
 
 def main() -> None:
@@ -68,20 +66,20 @@ def main() -> None:
         if card is None:
             print(f"| {family} | no card in {args.models_dir} | | | | | | |")
             continue
-        framing = float((card["training"].get("framing") or {}).get("share_kept", 1.0))
-        backbone_size = int(card["training"]["input_size"])
-        shapes = [("card", card["depth"], backbone_size)]
-        shapes += [("", depth, size) for depth, size in CANDIDATES[family]
-                   if (depth, size) != (card["depth"], backbone_size)]
+        framing = float((card.training.get("framing") or {}).get("share_kept", 1.0))
+        backbone_size = int(card.training["input_size"])
+        shapes = [(True, card.depth, backbone_size)]
+        shapes += [(False, depth, size) for depth, size in CANDIDATES[family]
+                   if (depth, size) != (card.depth, backbone_size)]
         models = [build_classifier(family, depth=depth, input_size=size, framing=framing)
                   for _, depth, size in shapes]
         times = interleaved_ms_per_face([m.predict_on_batch for m in models],
                                         [m.input_shape[1] for m in models], args.rounds,
                                         dtype=np.float32)
         medians = [float(np.median(t)) for t in times]
-        for (role, depth, size), model, median in zip(shapes, models, medians):
+        for (is_card, depth, size), model, median in zip(shapes, models, medians):
             ratio = median / medians[0]
-            cut = f"{depth} (card)" if role else depth
+            cut = f"{depth} (card)" if is_card else depth
             params = model.count_params()
             megabytes = params * BYTES_PER_PARAM / 1e6
             within = ratio <= 1.05 and megabytes <= FILE_BUDGET_MB
