@@ -453,13 +453,43 @@ def test_init_starts_from_a_trained_models_weights(budget_run, faces_dir, tmp_pa
     assert card["training"]["started_from"]["sha256"] == first["sha256"]
     # The whole chain: how the model it started from was itself trained.
     assert card["training"]["started_from"]["training"] == first["training"]
-    # Another cut of the same family does not fit the weights: one line, no traceback.
-    code = cli.main(["train", "--backbone", "vgg16", "--depth", "block1_pool", "--input-size", "64",
+    # A deeper cut of the same family has layers the trained one lacks: one line, no traceback.
+    code = cli.main(["train", "--backbone", "vgg16", "--depth", "block3_pool", "--input-size", "64",
                      "--batch", "8", "--no-progress", "--faces", str(faces_dir),
                      "--out", str(tmp_path / "other.keras"), "--run-dir", str(tmp_path / "run2"),
                      "--epochs", "1", "--init", str(trained)])
     assert code == 2
     assert "different architecture" in capsys.readouterr().err
+
+
+def test_a_shallower_cut_takes_every_layer_it_shares_with_the_deeper_one(tmp_path):
+    """InceptionV3 names most of its layers conv2d_N with a process-wide counter, so the saved
+    names (from the first build in this process) and the new build's differ; the features at
+    the shallower cut must still come out identical, and the head must start fresh."""
+    import keras
+
+    from core.models.backbones import HEAD_LAYER, build_classifier
+    from core.models.model_store import save_model
+    from core.training.train import TrainConfig, _compiled_model
+
+    keras.utils.set_random_seed(3)
+    deeper = build_classifier("inceptionv3", depth="mixed1", input_size=75)
+    deeper_path = tmp_path / "inceptionv3_mixed1_75.keras"
+    save_model(deeper, deeper_path, threshold=0.5, temperature=1.0, metrics={}, training={})
+    build_classifier("inceptionv3", depth="mixed0", input_size=75)  # moves the name counter on
+    config = TrainConfig(backbone="inceptionv3", faces="f", out="o", run_dir="r", depth="mixed0",
+                         input_size=75, init=str(deeper_path))
+    started = _compiled_model(config, None, steps=1)
+    def first_conv(model):
+        return next(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+
+    assert first_conv(started) != first_conv(deeper)  # the case the name keys are for
+    faces = np.random.default_rng(0).uniform(0, 255, (2, 75, 75, 3)).astype("float32")
+    np.testing.assert_array_equal(
+        np.asarray(keras.Model(started.input, started.get_layer("mixed0").output)(faces)),
+        np.asarray(keras.Model(deeper.input, deeper.get_layer("mixed0").output)(faces)))
+    assert started.get_layer(HEAD_LAYER).get_weights()[0].shape != \
+        deeper.get_layer(HEAD_LAYER).get_weights()[0].shape
 
 
 # --- a teacher's P(fake) computed once ---------------------------------------------------------

@@ -277,8 +277,10 @@ def register(commands) -> None:
                        help="dataset: sample each epoch tempered over the index's datasets "
                             "(1/sqrt of a dataset's faces per face)")
     train.add_argument("--init", type=Path, default=None,
-                       help="start from this trained model's weights (.keras beside its card; "
-                            "same backbone, depth and input size) instead of --weights")
+                       help="start from this trained model's weights (.keras beside its card) "
+                            "instead of --weights: the same backbone and depth (any input "
+                            "size), or a deeper cut of the same family, whose layers up to "
+                            "--depth are taken (the head starts fresh)")
     train.add_argument("--fakes", choices=("all", "sbi"), default="all",
                        help="sbi: train on real faces and their self-blended fakes only")
     train.add_argument("--class-weights", choices=("balanced", "none"), default="none")

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -586,15 +587,59 @@ def _compiled_model(config: TrainConfig, teacher, steps: int):
 
 def _start_from(classifier, path: str) -> None:
     """Copy a trained model's weights (checked against its card, loaded with safe_mode) into
-    the freshly built classifier: a further fine-tune of a shipped model on other data."""
+    the freshly built classifier: a further fine-tune of a shipped model on other data, or a
+    shallower cut of the same family taking every layer it shares with the deeper one (its head
+    fresh, since the features it pools are others)."""
+    from ..models.backbones import HEAD_LAYER
     from ..models.model_store import load_checked_model
 
     source, card = load_checked_model(path)
     mine, theirs = classifier.get_weights(), source.get_weights()
-    if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs)):
-        raise ValueError(f"--init {card.name} is a different architecture "
-                         f"({card.backbone}, {card.depth}, {card.input_size} px)")
-    classifier.set_weights(theirs)
+    if len(mine) == len(theirs) and all(a.shape == b.shape for a, b in zip(mine, theirs)):
+        classifier.set_weights(theirs)
+        return
+    source_layers = _layers_by_build_key(source)
+    pairs = []
+    for key, layer in _layers_by_build_key(classifier).items():
+        if layer.name == HEAD_LAYER or not layer.weights:
+            continue
+        match = source_layers.get(key)
+        if match is None or type(match) is not type(layer) or [
+                w.shape for w in match.weights] != [w.shape for w in layer.weights]:
+            raise ValueError(f"--init {card.name} is a different architecture "
+                             f"({card.backbone}, {card.depth}, {card.input_size} px): no layer "
+                             f"like {layer.name!r} of {classifier.name}")
+        pairs.append((layer, match))
+    for layer, match in pairs:
+        layer.set_weights(match.get_weights())
+
+
+def _layers_by_build_key(model) -> dict:
+    """Each layer under a key that is the same in every build of one keras.applications family:
+    its own name where the family names it, else (its class's auto name, its place among the
+    layers so named), since auto names carry a process-wide counter (conv2d_7 in one build may
+    be conv2d_211 in the next) but keep the order in which the family builds its layers. A
+    shallower cut is built as a prefix of that order, so its keys are a subset of a deeper one's."""
+    auto = re.compile(r"^(?P<base>[a-z0-9_]+?)(?:_(?P<n>\d+))?$")
+    keyed, numbered = {}, {}
+    for layer in model.layers:
+        base = keras_auto_name(layer)
+        found = auto.match(layer.name)
+        if found and found["base"] == base:
+            numbered.setdefault(base, []).append((int(found["n"] or 0), layer))
+        else:
+            keyed[layer.name] = layer
+    for base, layers in numbered.items():
+        for place, (_, layer) in enumerate(sorted(layers, key=lambda pair: pair[0])):
+            keyed[(base, place)] = layer
+    return keyed
+
+
+def keras_auto_name(layer) -> str:
+    """The name keras gives a layer of this class when the builder names none."""
+    from keras.src.utils.naming import to_snake_case
+
+    return to_snake_case(type(layer).__name__)
 
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int):
@@ -858,7 +903,7 @@ def _export(config, state, run_dir, train_set, val_set, val_inputs, class_weight
     }
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
     wall = state["seconds_before"] + time.monotonic() - started
-    started_from = _init_record(config.init)
+    started_from = _init_record(config.init, config)
     training = {
         **({"command": config.command} if config.command else {}),
         "backbone": config.backbone,
@@ -960,17 +1005,20 @@ def _cached_teacher(config: TrainConfig, rows: list[dict]) -> dict:
             "record": record}
 
 
-def _init_record(path: str | None) -> dict | None:
-    """The model a --init run started from, the weights its own chain began with, and how it
-    was trained (its card's record, itself holding the model it started from): a fine-tune's
-    card says the whole chain."""
+def _init_record(path: str | None, config: TrainConfig) -> dict | None:
+    """The model a --init run started from, what of it was taken, the weights its own chain
+    began with, and how it was trained (its card's record, itself holding the model it started
+    from): a fine-tune's card says the whole chain."""
     if not path:
         return None
     from ..models.model_store import ModelCard
 
     card = ModelCard.load(Path(path).with_suffix(".json"))
-    return {"model": card.name, "sha256": card.sha256, "weights": card.training.get("weights"),
-            "training": card.training}
+    taken = ("every weight" if card.depth == config.depth else
+             f"every layer up to {config.depth} (a shallower cut of its {card.depth}); "
+             "the head started fresh")
+    return {"model": card.name, "sha256": card.sha256, "taken": taken,
+            "weights": card.training.get("weights"), "training": card.training}
 
 
 def _extract_settings(faces_dir: str) -> dict | None:
