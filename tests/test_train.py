@@ -480,6 +480,7 @@ def test_a_shallower_cut_takes_every_layer_it_shares_with_the_deeper_one(tmp_pat
     config = TrainConfig(backbone="inceptionv3", faces="f", out="o", run_dir="r", depth="mixed0",
                          input_size=75, init=str(deeper_path))
     started = _compiled_model(config, None, steps=1)
+
     def first_conv(model):
         return next(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
 

@@ -620,10 +620,12 @@ def _layers_by_build_key(model) -> dict:
     layers so named), since auto names carry a process-wide counter (conv2d_7 in one build may
     be conv2d_211 in the next) but keep the order in which the family builds its layers. A
     shallower cut is built as a prefix of that order, so its keys are a subset of a deeper one's."""
+    from keras.src.utils.naming import to_snake_case  # how keras names a layer left unnamed
+
     auto = re.compile(r"^(?P<base>[a-z0-9_]+?)(?:_(?P<n>\d+))?$")
     keyed, numbered = {}, {}
     for layer in model.layers:
-        base = keras_auto_name(layer)
+        base = to_snake_case(type(layer).__name__)
         found = auto.match(layer.name)
         if found and found["base"] == base:
             numbered.setdefault(base, []).append((int(found["n"] or 0), layer))
@@ -633,13 +635,6 @@ def _layers_by_build_key(model) -> dict:
         for place, (_, layer) in enumerate(sorted(layers, key=lambda pair: pair[0])):
             keyed[(base, place)] = layer
     return keyed
-
-
-def keras_auto_name(layer) -> str:
-    """The name keras gives a layer of this class when the builder names none."""
-    from keras.src.utils.naming import to_snake_case
-
-    return to_snake_case(type(layer).__name__)
 
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int):
